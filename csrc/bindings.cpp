@@ -1,0 +1,64 @@
+// Registration only: every kernel entry point of csrc/ops/*.h becomes pynn._C.<name>. Kernels run
+// without the GIL; C++ exceptions become the Python exception of the same name.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "core/cuda_api.h"
+#include "core/parallel.h"
+#include "core/pybind_view.h"
+#include "ops/activation.h"
+#include "ops/gemm.h"
+
+namespace py = pybind11;
+
+// Registers NAME_cpu, and NAME_cuda when the CUDA kernels are built.
+#define PYNN_DEF_CPU(m, name) m.def(#name "_cpu", &pynn::name##_cpu, py::call_guard<py::gil_scoped_release>())
+#ifdef PYNN_WITH_CUDA
+#define PYNN_DEF(m, name) \
+  PYNN_DEF_CPU(m, name);  \
+  m.def(#name "_cuda", &pynn::name##_cuda, py::call_guard<py::gil_scoped_release>())
+#else
+#define PYNN_DEF(m, name) PYNN_DEF_CPU(m, name)
+#endif
+
+#ifndef PYNN_CUDA_ARCHS
+#define PYNN_CUDA_ARCHS ""
+#endif
+#ifndef PYNN_CUDA_COMPILER
+#define PYNN_CUDA_COMPILER ""
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pynn compiled kernels (torch-free core)";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const pynn::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const pynn::RuntimeError& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+  });
+
+  // ---- build and runtime information ----
+#ifdef PYNN_WITH_CUDA
+  m.attr("cuda_built") = true;
+  m.def("cuda_device_count", &pynn::cuda::device_count);
+  m.def("cuda_runtime_info", &pynn::cuda::runtime_info);
+#else
+  m.attr("cuda_built") = false;
+  m.def("cuda_device_count", [] { return 0; });
+  m.def("cuda_runtime_info", [] { return std::string("not built"); });
+#endif
+  m.attr("cuda_architectures") = PYNN_CUDA_ARCHS;
+  m.attr("cuda_compiler") = PYNN_CUDA_COMPILER;
+  m.attr("cxx_compiler") = PYNN_CXX_COMPILER;
+  m.def("get_num_threads", &pynn::get_num_threads);
+  m.def("set_num_threads", &pynn::set_num_threads);
+
+  // ---- kernels ----
+  PYNN_DEF(m, matmul);
+  PYNN_DEF(m, activation_forward);
+  PYNN_DEF(m, activation_backward);
+}

@@ -1,0 +1,153 @@
+#include "core/parallel.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pynn {
+namespace {
+
+thread_local bool t_in_parallel = false;
+
+class ThreadPool {
+ public:
+  ~ThreadPool() { resize(0); }
+
+  int size() const { return num_threads_; }
+
+  void resize(int n) {
+    n = std::max(n, 1);
+    std::lock_guard<std::mutex> run_lock(run_mutex_);
+    stop_workers();
+    num_threads_ = n;
+    // The caller is one of the n threads; n - 1 workers are started lazily on first use.
+  }
+
+  // Runs task(i) for i in [0, ntasks). Returns false (nothing run) when the pool is busy.
+  bool run(int ntasks, const std::function<void(int)>& task) {
+    std::unique_lock<std::mutex> run_lock(run_mutex_, std::try_to_lock);
+    if (!run_lock.owns_lock()) return false;
+    start_workers();
+    uint64_t gen;
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      task_ = &task;
+      ntasks_ = ntasks;
+      next_ = 0;
+      pending_ = ntasks;
+      error_ = nullptr;
+      gen = ++generation_;
+    }
+    cv_work_.notify_all();
+    work_loop(gen);
+    std::unique_lock<std::mutex> lk(mutex_);
+    cv_done_.wait(lk, [&] { return pending_ == 0; });
+    task_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+    return true;
+  }
+
+ private:
+  // Claims tasks of generation `gen` until none are left. Claims happen under the lock so a
+  // worker that wakes late can never take a task of a later generation by mistake.
+  void work_loop(uint64_t gen) {
+    bool was = t_in_parallel;
+    t_in_parallel = true;
+    for (;;) {
+      int i;
+      const std::function<void(int)>* task;
+      {
+        std::lock_guard<std::mutex> lk(mutex_);
+        if (generation_ != gen || next_ >= ntasks_) break;
+        i = next_++;
+        task = task_;
+      }
+      try {
+        (*task)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lk(mutex_);
+      if (--pending_ == 0) cv_done_.notify_all();
+    }
+    t_in_parallel = was;
+  }
+
+  void worker_main() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(mutex_);
+        cv_work_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+      }
+      work_loop(seen);
+    }
+  }
+
+  void start_workers() {
+    if (!workers_.empty() || num_threads_ <= 1) return;
+    stop_ = false;
+    for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { worker_main(); });
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      stop_ = true;
+    }
+    cv_work_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+    stop_ = false;
+  }
+
+  int num_threads_ = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_;  // one parallel_for at a time owns the pool
+  std::mutex mutex_;
+  std::condition_variable cv_work_, cv_done_;
+  const std::function<void(int)>* task_ = nullptr;
+  int ntasks_ = 0;
+  int next_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+ThreadPool& pool() {
+  static ThreadPool* p = new ThreadPool();  // leaked on purpose: no join at interpreter exit
+  return *p;
+}
+
+}  // namespace
+
+int get_num_threads() { return pool().size(); }
+void set_num_threads(int n) { pool().resize(n); }
+bool in_parallel_region() { return t_in_parallel; }
+
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& f) {
+  if (end <= begin) return;
+  const int64_t n = end - begin;
+  grain = std::max<int64_t>(grain, 1);
+  int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, get_num_threads());
+  if (chunks <= 1 || t_in_parallel) {
+    f(begin, end);
+    return;
+  }
+  const int64_t step = (n + chunks - 1) / chunks;
+  std::function<void(int)> task = [&](int i) {
+    int64_t b = begin + i * step, e = std::min(end, b + step);
+    if (b < e) f(b, e);
+  };
+  if (!pool().run(static_cast<int>(chunks), task)) f(begin, end);
+}
+
+}  // namespace pynn

@@ -1,0 +1,13 @@
+"""pynn: classic neural-network kernels in our own C++ and CUDA, for PyTorch users.
+
+    import pynn
+    import pynn.functional as F
+    layer = pynn.nn.Linear(128, 64)        # drop-in for torch.nn.Linear
+"""
+from ._backend import cuda_available, cuda_built, get_num_threads, set_num_threads
+from . import functional, nn
+
+__version__ = "0.1.0"
+
+__all__ = ["functional", "nn", "cuda_available", "cuda_built", "get_num_threads",
+           "set_num_threads", "__version__"]

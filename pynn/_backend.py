@@ -1,0 +1,144 @@
+"""The seam between torch and the compiled core.
+
+Tensors cross as views (see csrc/core/pybind_view.h): pointer, shape, strides, dtype code, device.
+Outputs and workspaces are allocated here with torch, so the core never allocates device memory
+and torch's caching allocator stays in charge. CUDA kernels run on torch's current stream.
+"""
+from __future__ import annotations
+
+import torch
+
+try:
+    from . import _C
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "pynn's compiled core (pynn._C) is missing: install with `pip install .` "
+        "or build in place with tools/dev_build.sh"
+    ) from exc
+
+_DTYPE_CODES = {
+    torch.float32: 0,
+    torch.float64: 1,
+    torch.float16: 2,
+    torch.bfloat16: 3,
+    torch.int64: 4,
+    torch.int32: 5,
+    torch.uint8: 6,
+    torch.bool: 7,
+}
+MAX_DIMS = 8
+FLOATING = (torch.float32, torch.float64)
+
+_user_threads: int | None = None
+_synced_threads = -1
+
+
+def view(t: torch.Tensor) -> tuple:
+    """The tuple the core reads as a TensorView."""
+    dev = t.device
+    if dev.type == "cpu":
+        kind, index = 0, 0
+    elif dev.type == "cuda":
+        kind, index = 1, dev.index
+    else:
+        raise RuntimeError(f"pynn runs on cpu and cuda tensors, got a tensor on {dev.type}")
+    if t.dim() > MAX_DIMS:
+        raise ValueError(f"pynn supports tensors of at most {MAX_DIMS} dims, got {t.dim()}")
+    return (t.data_ptr(), tuple(t.shape), t.stride(), _DTYPE_CODES.get(t.dtype, -1), kind, index)
+
+
+def cuda_built() -> bool:
+    return bool(_C.cuda_built)
+
+
+def cuda_available() -> bool:
+    """True when the CUDA kernels were built and a GPU is usable."""
+    return bool(_C.cuda_built) and _C.cuda_device_count() > 0
+
+
+def set_num_threads(n: int) -> None:
+    """Pins pynn's CPU pool to n threads (otherwise it follows torch.get_num_threads())."""
+    global _user_threads
+    if int(n) < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _user_threads = int(n)
+    _C.set_num_threads(_user_threads)
+
+
+def get_num_threads() -> int:
+    return _C.get_num_threads()
+
+
+def _sync_threads() -> None:
+    global _synced_threads
+    if _user_threads is None:
+        n = torch.get_num_threads()
+        if n != _synced_threads:
+            _C.set_num_threads(n)
+            _synced_threads = n
+
+
+def launch(name: str, ref: torch.Tensor, *args):
+    """Runs kernel `name` for ref's device: NAME_cpu(*args) or NAME_cuda(*args, stream)."""
+    if ref.is_cuda:
+        fn = getattr(_C, name + "_cuda", None)
+        if fn is None:
+            raise RuntimeError(
+                f"{name}: got a CUDA tensor but pynn was built without CUDA kernels; "
+                "reinstall with a CUDA compiler on PATH (PYNN_CUDA=1 makes that required)"
+            )
+        return fn(*args, torch.cuda.current_stream(ref.device).cuda_stream)
+    _sync_threads()
+    return getattr(_C, name + "_cpu")(*args)
+
+
+# ---- argument checks with torch-like messages that name the argument ----
+
+def check_tensor(t, op: str, arg: str, *, floating: bool = True, dims=None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {arg} must be a Tensor, got {type(t).__name__}")
+    if floating and t.dtype not in FLOATING:
+        raise TypeError(f"{op}: {arg} must be float32 or float64, got {t.dtype}")
+    if t.device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"{op}: {arg} is on {t.device}; pynn runs on cpu and cuda")
+    if dims is not None and t.dim() not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(f"{op}: {arg} must be {want}, got {t.dim()}-D with shape {tuple(t.shape)}")
+
+
+def check_same(op: str, **tensors) -> None:
+    """All given (non-None) tensors share the first one's device and dtype."""
+    items = [(k, v) for k, v in tensors.items() if v is not None]
+    if not items:
+        return
+    name0, t0 = items[0]
+    for name, t in items[1:]:
+        if t.device != t0.device:
+            raise RuntimeError(
+                f"{op}: expected all tensors on one device, but {name0} is on {t0.device} "
+                f"and {name} is on {t.device}"
+            )
+        if t.dtype != t0.dtype:
+            raise TypeError(f"{op}: {name0} is {t0.dtype} but {name} is {t.dtype}; they must match")
+
+
+def dense_pair(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t or a dense copy of it, an empty output with the same strides), for elementwise ops.
+
+    empty_like keeps the strides of a dense tensor (channels_last included), so the kernel can
+    walk both buffers flat; anything else is made contiguous first.
+    """
+    out = torch.empty_like(t)
+    if out.stride() != t.stride():
+        t = t.contiguous()
+        out = torch.empty_like(t)
+    return t, out
+
+
+def like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """t laid out with ref's strides (a copy only when they differ, e.g. an expanded grad)."""
+    if t.stride() == ref.stride() and t.shape == ref.shape:
+        return t
+    out = torch.empty_like(ref)
+    out.copy_(t)
+    return out

@@ -1,0 +1,4 @@
+"""pynn's ops under torch.nn.functional's names, signatures and defaults."""
+from .ops.activation import leaky_relu, leaky_relu_, relu, relu_, sigmoid, tanh
+
+__all__ = ["sigmoid", "tanh", "relu", "relu_", "leaky_relu", "leaky_relu_"]

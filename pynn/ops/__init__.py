@@ -1,0 +1,1 @@
+"""One module per op family: its autograd Function(s) beside the functional wrapper."""

@@ -1,0 +1,35 @@
+"""Shared test rig: every test that takes `device` runs on cpu, and on cuda where a GPU is."""
+import pytest
+import torch
+
+import pynn
+
+CUDA = pynn.cuda_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA GPU"))]
+DTYPES = [torch.float32, torch.float64]
+
+# DESIGN.md tolerances; reductions scale atol by the magnitude they sum over.
+TOLERANCES = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+def assert_close(actual, expected, dtype=None, scale=1.0, **kw):
+    dtype = dtype or expected.dtype
+    tol = dict(TOLERANCES[dtype])
+    tol["atol"] *= scale
+    tol.update(kw)
+    torch.testing.assert_close(actual, expected, **tol)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
