@@ -70,7 +70,8 @@ def cpu_model() -> str:
 def last_level_cache_bytes(device: str) -> int:
     """L2 of the GPU, or the largest CPU cache level (L3 of one core's complex on most x86)."""
     if device == "cuda":
-        return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return int(getattr(props, "L2_cache_size", 50 << 20))
     best = 0
     for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
@@ -122,13 +123,15 @@ def describe(device: str) -> dict:
     if B._C.cuda_built:
         info["pynn_cuda_build"] = f"{B._C.cuda_compiler}, archs {B._C.cuda_architectures}"
     if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
         info["gpu"] = props.name
         info["gpu_memory"] = f"{props.total_memory / 2**30:.1f} GiB"
         info["gpu_sms"] = str(props.multi_processor_count)
         info["gpu_compute_capability"] = f"{props.major}.{props.minor}"
         info["gpu_l2"] = f"{getattr(props, 'L2_cache_size', 0) / 2**20:.0f} MiB"
-        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        driver = _run(["nvidia-smi", "-i", str(index), "--query-gpu=driver_version",
+                       "--format=csv,noheader"])
         info["gpu_driver"] = driver.splitlines()[0] if driver else "unknown"
         info["torch_cuda"] = str(torch.version.cuda)
         info["cudnn"] = str(torch.backends.cudnn.version())
