@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --dry-run) DRY=1 ;;
     --skip-build) SKIP_BUILD=1 ;;
     --report-dir) REPORT_DIR=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
