@@ -171,6 +171,11 @@ def test_row_arithmetic_with_a_fake_clock(monkeypatch):
     assert row["pynn_frac_roofline"] == pytest.approx(2.0 / 8.0)
     assert row["max_abs_diff"] == pytest.approx(0.5)
 
+    # FLOPs without a byte count: a rate, but no intensity, bandwidth or roofline fraction
+    row = run_case(Case("fake", "n", "forward", make, flops=4e6, rotate=False), s, ceil, 1 << 20)
+    assert row["pynn_gflops"] == pytest.approx(2.0) and row["pynn_frac_gemm"] == pytest.approx(0.2)
+    assert all(math.isnan(row[k]) for k in ("intensity", "pynn_gbps", "pynn_frac_roofline"))
+
     # float64 moves twice the bytes of the float32 count; a callable count is taken as is
     assert case.bytes_for(torch.float64) == 2e6
     assert Case("c", "n", "m", make, bytes=lambda dt: 123.0).bytes_for(torch.float64) == 123.0

@@ -152,7 +152,11 @@ class Ceilings:
         return asdict(self)
 
     def attainable(self, intensity: float) -> float:
-        """GFLOP/s the roofline allows at `intensity` FLOP/byte (strict-precision GEMM roof)."""
+        """GFLOP/s the roofline allows at `intensity` FLOP/byte (strict-precision GEMM roof);
+        NaN when the intensity or a ceiling is unknown."""
+        vals = (intensity, self.gemm_gflops, self.copy_gbps)
+        if any(v != v for v in vals):
+            return float("nan")
         return min(self.gemm_gflops, intensity * self.copy_gbps)
 
 

@@ -110,13 +110,14 @@ def _base_row(case: Case, s: Settings) -> dict:
 def _metrics(row: dict, case: Case, s: Settings, ceil: Ceilings) -> None:
     flops, nbytes = float(case.flops or 0), case.bytes_for(s.dtype)
     row["flops"], row["bytes"] = flops, nbytes
-    row["intensity"] = flops / nbytes if flops > 0 and nbytes > 0 else float("nan")
+    row["intensity"] = flops / nbytes if flops > 0 and nbytes > 0 else math.nan
+    # NaN where a count is missing or no ceiling was measured: such rows get no rate or fraction
+    roof = ceil.attainable(row["intensity"])
     for who in ("pynn", "torch"):
         secs = row[f"{who}_ms"] / 1e3
-        row[f"{who}_gbps"] = nbytes / secs / 1e9 if nbytes > 0 else float("nan")
-        row[f"{who}_gflops"] = flops / secs / 1e9 if flops > 0 else float("nan")
-        roof = ceil.attainable(row["intensity"]) if not math.isnan(row["intensity"]) else math.nan
-        row[f"{who}_frac_roofline"] = row[f"{who}_gflops"] / roof if roof == roof and roof else math.nan
+        row[f"{who}_gbps"] = nbytes / secs / 1e9 if nbytes > 0 else math.nan
+        row[f"{who}_gflops"] = flops / secs / 1e9 if flops > 0 else math.nan
+        row[f"{who}_frac_roofline"] = row[f"{who}_gflops"] / roof if roof > 0 else math.nan
     row["pynn_frac_copy_bw"] = row["pynn_gbps"] / ceil.copy_gbps
     row["pynn_frac_gemm"] = row["pynn_gflops"] / ceil.gemm_gflops
 
