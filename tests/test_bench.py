@@ -18,7 +18,7 @@ from pynn.bench import Case
 from pynn.bench import timing as T
 from pynn.bench.__main__ import main
 from pynn.bench.cases import _broken, all_cases
-from pynn.bench.machine import Ceilings, tf32
+from pynn.bench.machine import Ceilings, tf32, tf32_state
 from pynn.bench.network import INFERENCE, TRAIN_STEP, make_network, network_cases
 from pynn.bench.runner import COLUMNS, Settings, copies_for, run, run_case, select
 
@@ -272,12 +272,13 @@ def test_time_limit_skips_the_remaining_cases():
     assert [r["status"] for r in res.rows] == ["skipped", "skipped"]
 
 
-def test_tf32_switches_are_restored():
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    with tf32(not before[0]):
-        assert torch.backends.cuda.matmul.allow_tf32 == (not before[0])
-        assert torch.backends.cudnn.allow_tf32 == (not before[0])
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+def test_tf32_switches_are_set_and_restored():
+    before = tf32_state()
+    for enabled in (True, False):
+        with tf32(enabled):
+            state = tf32_state()
+            assert all(v in (("tf32", True) if enabled else ("ieee", False)) for v in state), state
+        assert tf32_state() == before
 
 
 def test_max_abs_diff_compares_only_like_outputs():

@@ -26,25 +26,43 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _tf32_targets():
+    """Where torch keeps its TF32 switches: the per-backend fp32_precision of torch >= 2.9
+    (cuBLAS matmul, cuDNN conv, cuDNN RNN), or the two legacy allow_tf32 flags before it."""
+    m, dnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(m, "fp32_precision"):
+        return "fp32_precision", (m, dnn.conv, dnn.rnn)
+    return "allow_tf32", (m, dnn)
+
+
+def tf32_state() -> tuple:
+    attr, targets = _tf32_targets()
+    return tuple(getattr(t, attr) for t in targets)
+
+
 @contextmanager
 def tf32(enabled: bool):
-    """torch's TF32 switches for float32 matmul (cuBLAS) and convolutions (cuDNN), restored after.
+    """torch's TF32 switches for float32 matmul (cuBLAS) and cuDNN set to `enabled`, restored after.
 
-    pynn's own kernels ignore them; torch's defaults differ between the two (matmul off, cuDNN
-    on), so the runner sets both explicitly rather than timing torch in a mixed default state.
+    pynn's own kernels ignore them. torch's defaults differ between the two (matmul off, cuDNN
+    on), so the runner sets them explicitly rather than timing torch in a mixed default state.
+    Newer torch raises when the legacy flags are read after the new API was used, so only one
+    API is ever touched: the new one where it exists.
     """
+    attr, targets = _tf32_targets()
+    value = ("tf32" if enabled else "ieee") if attr == "fp32_precision" else bool(enabled)
     with warnings.catch_warnings():
-        # newer torch prefers fp32_precision and may warn about the legacy switches
-        warnings.simplefilter("ignore")
-        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = enabled
-        torch.backends.cudnn.allow_tf32 = enabled
+        warnings.simplefilter("ignore")  # torch 2.9+ may warn about the legacy flags
+        old = [getattr(t, attr) for t in targets]
+        for t in targets:
+            setattr(t, attr, value)
     try:
         yield
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+            for t, v in zip(targets, old):
+                setattr(t, attr, v)
 
 
 # ---------------------------------------------------------------- machine description
