@@ -125,6 +125,8 @@ def test_gradcheck(shape, bias, device):
     w = torch.randn(3, shape[-1], dtype=torch.float64, device=device, requires_grad=True)
     b = torch.randn(3, dtype=torch.float64, device=device, requires_grad=True) if bias else None
     assert torch.autograd.gradcheck(F.linear, (x, w, b))
+    # double backward (gradient penalties) as torch.nn.Linear allows
+    assert torch.autograd.gradgradcheck(F.linear, (x, w, b))
 
 
 def test_nan_and_inf_propagate_like_torch(device):

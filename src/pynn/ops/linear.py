@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import _backend as B
 
@@ -28,34 +27,56 @@ class LinearFunction(torch.autograd.Function):
         B.launch("linear_forward", x, B.view(x), B.view(weight),
                  None if bias is None else B.view(bias), B.view(out))
         # Keep only what the requested gradients read: grad_input needs weight, grad_weight
-        # needs input, grad_bias needs neither.
+        # needs input, grad_bias needs neither. The input itself is saved, not its 2-D fold,
+        # so that a double backward can reach it.
         needs_x, needs_w, _ = ctx.needs_input_grad
-        ctx.save_for_backward(x if needs_w else None, weight if needs_x else None)
+        ctx.save_for_backward(input if needs_w else None, weight if needs_x else None)
         ctx.input_shape = input.shape
         ctx.has_bias = bias is not None
         return out.view(*input.shape[:-1], weight.shape[0])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
-        x, weight = ctx.saved_tensors
+        input, weight = ctx.saved_tensors
         needs_x, needs_w, needs_b = ctx.needs_input_grad
+        needs_b = needs_b and ctx.has_bias
         g = _rows(grad_output)
+        x = None if input is None else _rows(input)
+        if torch.is_grad_enabled():
+            # create_graph=True (double backward, gradient penalties): build the gradients from
+            # differentiable pieces, each still one of our kernels: g @ W = linear(g, W^T),
+            # g^T @ x = linear(g^T, x^T), and the column sums.
+            gi = LinearFunction.apply(g, weight.t(), None).view(ctx.input_shape) if needs_x else None
+            gw = LinearFunction.apply(g.t(), x.t(), None) if needs_w else None
+            gb = BiasGradFunction.apply(g) if needs_b else None
+            return gi, gw, gb
+        # The usual case: one call computes every requested gradient, and nothing else.
         opts = dict(dtype=g.dtype, device=g.device)
-        grad_input = grad_weight = grad_bias = None
-        if needs_x:
-            grad_input = torch.empty(g.shape[0], weight.shape[1], **opts)
-        if needs_w:
-            grad_weight = torch.empty(g.shape[1], x.shape[1], **opts)
-        if needs_b and ctx.has_bias:
-            grad_bias = torch.empty(g.shape[1], **opts)
-        if grad_input is not None or grad_weight is not None or grad_bias is not None:
+        gi = torch.empty(g.shape[0], weight.shape[1], **opts) if needs_x else None
+        gw = torch.empty(g.shape[1], x.shape[1], **opts) if needs_w else None
+        gb = torch.empty(g.shape[1], **opts) if needs_b else None
+        if needs_x or needs_w or needs_b:
             vw = lambda t: None if t is None else B.view(t)  # noqa: E731
-            B.launch("linear_backward", g, B.view(g), vw(x), vw(weight), vw(grad_input),
-                     vw(grad_weight), vw(grad_bias))
-        if grad_input is not None:
-            grad_input = grad_input.view(ctx.input_shape)
-        return grad_input, grad_weight, grad_bias
+            B.launch("linear_backward", g, B.view(g), vw(x), vw(weight), vw(gi), vw(gw), vw(gb))
+        if gi is not None:
+            gi = gi.view(ctx.input_shape)
+        return gi, gw, gb
+
+
+class BiasGradFunction(torch.autograd.Function):
+    """grad_bias = grad_output.sum(0) with our column-sum kernel; differentiable (its adjoint
+    broadcasts back over the rows) for the double-backward path of LinearFunction."""
+
+    @staticmethod
+    def forward(ctx, g):
+        out = torch.empty(g.shape[1], dtype=g.dtype, device=g.device)
+        B.launch("linear_backward", g, B.view(g), None, None, None, None, B.view(out))
+        ctx.rows = g.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.expand(ctx.rows, grad.shape[0])
 
 
 def linear(input, weight, bias=None):
