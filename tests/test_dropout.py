@@ -39,16 +39,16 @@ def test_mask_matches_per_element_reconstruction():
     """Element i of the buffer reads word i % 4 of the Philox block (counter = i // 4 in the low
     64 bits, offset in the high 64, key = seed), kept iff word >= p * 2^32. Rebuilt here from
     the bare generator and the seeds torch.manual_seed determines."""
-    p, n = 0.37, 103  # not a multiple of 4: the tail block is partial
+    p, n = 0.37, 1003  # not a multiple of 4: the tail block is partial
     torch.manual_seed(7)
     seed, offset = _draw_seed_offset()
     threshold = round(p * 2**32)
+    key = [seed & 0xFFFFFFFF, seed >> 32]
     expected = []
-    for i in range(n):
-        block = i // 4
+    for block in range((n + 3) // 4):
         ctr = [block & 0xFFFFFFFF, block >> 32, offset & 0xFFFFFFFF, offset >> 32]
-        word = B._C.philox4x32_10(ctr, [seed & 0xFFFFFFFF, seed >> 32])[i % 4]
-        expected.append(word >= threshold)
+        expected += [word >= threshold for word in B._C.philox4x32_10(ctr, key)]
+    expected = expected[:n]
     got = _mask(torch.ones(n), p, 7)
     assert got.tolist() == expected
 
