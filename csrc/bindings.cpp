@@ -7,6 +7,8 @@
 #include "core/parallel.h"
 #include "core/pybind_view.h"
 #include "ops/activation.h"
+#include "ops/dropout.h"
+#include "ops/linear.h"
 #include "ops/gemm.h"
 
 namespace py = pybind11;
@@ -61,4 +63,9 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, matmul);
   PYNN_DEF(m, activation_forward);
   PYNN_DEF(m, activation_backward);
+  PYNN_DEF(m, linear_forward);
+  PYNN_DEF(m, linear_backward);
+  PYNN_DEF(m, dropout_forward);
+  PYNN_DEF(m, dropout_backward);
+  m.def("philox4x32_10", &pynn::philox4x32_10_host, py::arg("counter"), py::arg("key"));
 }

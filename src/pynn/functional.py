@@ -1,4 +1,7 @@
 """pynn's ops under torch.nn.functional's names, signatures and defaults."""
 from .ops.activation import leaky_relu, leaky_relu_, relu, relu_, sigmoid, tanh
+from .ops.dropout import dropout
+from .ops.linear import linear
 
 __all__ = ["sigmoid", "tanh", "relu", "relu_", "leaky_relu", "leaky_relu_"]
+__all__ += ["linear", "dropout"]

@@ -1,0 +1,4 @@
+"""Classic networks assembled from pynn layers only."""
+from .fcnn import FCNN
+
+__all__ = ["FCNN"]
