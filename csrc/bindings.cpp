@@ -8,6 +8,8 @@
 #include "core/pybind_view.h"
 #include "ops/activation.h"
 #include "ops/gemm.h"
+#include "ops/loss.h"
+#include "ops/softmax.h"
 
 namespace py = pybind11;
 
@@ -61,4 +63,11 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, matmul);
   PYNN_DEF(m, activation_forward);
   PYNN_DEF(m, activation_backward);
+  // softmax / losses
+  PYNN_DEF(m, softmax_forward);
+  PYNN_DEF(m, softmax_backward);
+  PYNN_DEF(m, mse_loss_forward);
+  PYNN_DEF(m, mse_loss_backward);
+  PYNN_DEF(m, cross_entropy_forward);
+  PYNN_DEF(m, cross_entropy_backward);
 }
