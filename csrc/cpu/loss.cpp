@@ -217,7 +217,7 @@ struct CeArgs {
 template <class T>
 void log_softmax_row(const T* x, T* lp, int64_t classes, int64_t inner) {
   T m = -std::numeric_limits<T>::infinity();
-  for (int64_t c = 0; c < classes; ++c) m = nan_max(m, x[c * inner]);
+  for (int64_t c = 0; c < classes; ++c) m = max_step(m, x[c * inner]);
   double s = 0.0;
   for (int64_t c = 0; c < classes; ++c) s += std::exp(x[c * inner] - m);
   const T log_s = static_cast<T>(std::log(s));

@@ -142,7 +142,7 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ x, const int6
     const T* xr = x + base;
     T* lr = lp + base;
     T m = -std::numeric_limits<T>::infinity();
-    for (int64_t c = cur.lane; c < C; c += L) m = nan_max(m, xr[c * K]);
+    for (int64_t c = cur.lane; c < C; c += L) m = max_step(m, xr[c * K]);
     m = cuda::group_max<L>(m);
     T s = T(0);
     for (int64_t c = cur.lane; c < C; c += L) s += exp(xr[c * K] - m);

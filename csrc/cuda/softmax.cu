@@ -19,7 +19,7 @@ __global__ void softmax_forward_kernel(const T* __restrict__ x, T* __restrict__ 
     const T* xr = x + o * n * inner + j;
     T* yr = y + o * n * inner + j;
     T m = -std::numeric_limits<T>::infinity();
-    for (int64_t k = c.lane; k < n; k += L) m = nan_max(m, xr[k * inner]);
+    for (int64_t k = c.lane; k < n; k += L) m = max_step(m, xr[k * inner]);
     m = cuda::group_max<L>(m);
     T s = T(0);
     for (int64_t k = c.lane; k < n; k += L) s += exp(xr[k * inner] - m);

@@ -22,7 +22,7 @@ __device__ __forceinline__ T group_sum(T v) {
 template <int L, class T>
 __device__ __forceinline__ T group_max(T v) {
 #pragma unroll
-  for (int off = L / 2; off > 0; off >>= 1) v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, off, L));
+  for (int off = L / 2; off > 0; off >>= 1) v = max_step(v, __shfl_xor_sync(0xffffffffu, v, off, L));
   return v;
 }
 

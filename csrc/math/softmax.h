@@ -9,18 +9,27 @@
 
 namespace pynn {
 
+// The exp the formulas use; the CPU loops pass their vectorisable exp (cpu/exp.h) instead.
+struct StdExp {
+  template <class T>
+  PYNN_HOST_DEVICE T operator()(T x) const { return std::exp(x); }
+};
+
 // max that lets a NaN win, so a NaN anywhere in a row turns the whole row into NaN as in torch.
+// Running max of a row. A NaN is skipped here (it never compares greater) but still poisons
+// the sum of exp(x - max) and so every output of its row, which is what torch gives. Keeping it
+// a plain compare-select lets the CPU loops vectorise it.
 template <class T>
-PYNN_HOST_DEVICE T nan_max(T a, T b) {
-  return (b > a || b != b) ? b : a;
+PYNN_HOST_DEVICE T max_step(T a, T b) {
+  return b > a ? b : a;
 }
 
 // Log = true gives log_softmax. `m` is the row maximum, `s` the sum of exp(x - m) over the row.
 // log(s) is passed in already taken so that a row pays for one log, not one per element.
-template <bool Log, class T>
-PYNN_HOST_DEVICE T softmax_output(T x, T m, T inv_s, T log_s) {
+template <bool Log, class T, class Exp = StdExp>
+PYNN_HOST_DEVICE T softmax_output(T x, T m, T inv_s, T log_s, Exp exp_fn = {}) {
   if constexpr (Log) return x - m - log_s;
-  else return std::exp(x - m) * inv_s;
+  else return exp_fn(x - m) * inv_s;
 }
 
 // The per-row reduction the backward needs: softmax uses sum(g * y), log_softmax sum(g).
@@ -31,9 +40,9 @@ PYNN_HOST_DEVICE T softmax_backward_term(T g, T y) {
 }
 
 // softmax: dx = y * (g - sum(g * y)); log_softmax: dx = g - exp(y) * sum(g).
-template <bool Log, class T>
-PYNN_HOST_DEVICE T softmax_backward(T g, T y, T dot) {
-  if constexpr (Log) return g - std::exp(y) * dot;
+template <bool Log, class T, class Exp = StdExp>
+PYNN_HOST_DEVICE T softmax_backward(T g, T y, T dot, Exp exp_fn = {}) {
+  if constexpr (Log) return g - exp_fn(y) * dot;
   else return y * (g - dot);
 }
 
