@@ -7,6 +7,8 @@
 
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#include "cpu/exp.h"
+#include "cpu/softmax_rows.h"
 #include "math/loss.h"
 #include "math/softmax.h"
 
@@ -212,17 +214,127 @@ struct CeArgs {
   T smoothing, inv_classes;
 };
 
-// log_softmax of one sample's row (stride `inner`) into lp; returns nothing, the row is then
-// read back from lp by the loss terms.
+// Gradient rows (C classes at stride K), vectorised along the row when K == 1 and compiled per
+// instruction set like the softmax rows.
 template <class T>
-void log_softmax_row(const T* x, T* lp, int64_t classes, int64_t inner) {
-  T m = -std::numeric_limits<T>::infinity();
-  for (int64_t c = 0; c < classes; ++c) m = max_step(m, x[c * inner]);
-  double s = 0.0;
-  for (int64_t c = 0; c < classes; ++c) s += std::exp(x[c * inner] - m);
-  const T log_s = static_cast<T>(std::log(s));
-  for (int64_t c = 0; c < classes; ++c)
-    lp[c * inner] = softmax_output<true>(x[c * inner], m, T(0), log_s);
+inline void class_grad_row_impl(const T* l, T* gx, int64_t C, int64_t K, int64_t t, T wt,
+                                const T* w, T a, T b, T wall) {
+  const cpu::VecExp ex;
+  if (w) {
+    for (int64_t c = 0; c < C; ++c) gx[c * K] = class_grad(ex(l[c * K]), c == t, wt, w[c], a, b, wall);
+  } else {
+    for (int64_t c = 0; c < C; ++c) gx[c * K] = class_grad(ex(l[c * K]), c == t, wt, T(1), a, b, wall);
+  }
+}
+
+// Weighted is a template parameter so that no loop holds a conditional load (w may be null),
+// which would keep it from vectorising.
+template <bool Weighted, class T>
+inline void prob_grad_row_w(const T* l, const T* q, T* gx, T* gt, int64_t C, const T* w,
+                            T smoothing, T inv_c, T coef) {
+  const cpu::VecExp ex;
+  auto wc = [&](int64_t c) { return Weighted ? w[c] : T(1); };
+  // Four partial sums: a single running double sum is one long dependency chain.
+  double part[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t c = 0;
+  for (; c + 4 <= C; c += 4)
+    for (int u = 0; u < 4; ++u) part[u] += double(smoothed_target(q[c + u], smoothing, inv_c) * wc(c + u));
+  for (; c < C; ++c) part[0] += double(smoothed_target(q[c], smoothing, inv_c) * wc(c));
+  const T swq = static_cast<T>((part[0] + part[1]) + (part[2] + part[3]));
+  for (int64_t k = 0; k < C; ++k)
+    gx[k] = prob_grad(ex(l[k]), smoothed_target(q[k], smoothing, inv_c) * wc(k), swq, coef);
+  if (gt)
+    for (int64_t k = 0; k < C; ++k) gt[k] = prob_grad_target(l[k], wc(k), smoothing, coef);
+}
+
+// Contiguous rows only (K == 1); tiles take prob_grad_tile.
+template <class T>
+inline void prob_grad_row_impl(const T* l, const T* q, T* gx, T* gt, int64_t C, int64_t K,
+                               const T* w, T smoothing, T inv_c, T coef) {
+  if (w) prob_grad_row_w<true>(l, q, gx, gt, C, w, smoothing, inv_c, coef);
+  else prob_grad_row_w<false>(l, q, gx, gt, C, w, smoothing, inv_c, coef);
+}
+
+PYNN_CPU_MULTIVERSION
+void class_grad_row(const float* l, float* gx, int64_t C, int64_t K, int64_t t, float wt,
+                    const float* w, float a, float b, float wall) {
+  class_grad_row_impl(l, gx, C, K, t, wt, w, a, b, wall);
+}
+PYNN_CPU_MULTIVERSION
+void class_grad_row(const double* l, double* gx, int64_t C, int64_t K, int64_t t, double wt,
+                    const double* w, double a, double b, double wall) {
+  class_grad_row_impl(l, gx, C, K, t, wt, w, a, b, wall);
+}
+PYNN_CPU_MULTIVERSION
+void prob_grad_row(const float* l, const float* q, float* gx, float* gt, int64_t C, int64_t K,
+                   const float* w, float smoothing, float inv_c, float coef) {
+  prob_grad_row_impl(l, q, gx, gt, C, K, w, smoothing, inv_c, coef);
+}
+PYNN_CPU_MULTIVERSION
+void prob_grad_row(const double* l, const double* q, double* gx, double* gt, int64_t C,
+                   int64_t K, const double* w, double smoothing, double inv_c, double coef) {
+  prob_grad_row_impl(l, q, gx, gt, C, K, w, smoothing, inv_c, coef);
+}
+
+// The same for a tile of w samples at neighbouring positions (K > 1), vectorised across the
+// tile. Per-sample values come in arrays; a sample with nothing to contribute (ignored) has
+// a = b = 0 and t = -1.
+template <class T>
+inline void class_grad_tile_impl(const T* l, T* gx, int64_t C, int64_t K, int64_t w,
+                                 const int64_t* t, const T* wt, const T* a, const T* b,
+                                 const T* wcls, T wall) {
+  const cpu::VecExp ex;
+  for (int64_t c = 0; c < C; ++c) {
+    const T wc = wcls ? wcls[c] : T(1);
+    for (int64_t j = 0; j < w; ++j)
+      gx[c * K + j] = class_grad(ex(l[c * K + j]), c == t[j], wt[j], wc, a[j], b[j], wall);
+  }
+}
+
+template <class T>
+inline void prob_grad_tile_impl(const T* l, const T* q, T* gx, T* gt, int64_t C, int64_t K,
+                                int64_t w, const T* wcls, T smoothing, T inv_c, const T* coef) {
+  const cpu::VecExp ex;
+  double acc[cpu::kSoftmaxTile] = {};
+  for (int64_t c = 0; c < C; ++c) {
+    const T wc = wcls ? wcls[c] : T(1);
+    for (int64_t j = 0; j < w; ++j) acc[j] += double(smoothed_target(q[c * K + j], smoothing, inv_c) * wc);
+  }
+  T swq[cpu::kSoftmaxTile];
+  for (int64_t j = 0; j < w; ++j) swq[j] = static_cast<T>(acc[j]);
+  for (int64_t c = 0; c < C; ++c) {
+    const T wc = wcls ? wcls[c] : T(1);
+    for (int64_t j = 0; j < w; ++j) {
+      const T wq = smoothed_target(q[c * K + j], smoothing, inv_c) * wc;
+      gx[c * K + j] = prob_grad(ex(l[c * K + j]), wq, swq[j], coef[j]);
+      if (gt) gt[c * K + j] = prob_grad_target(l[c * K + j], wc, smoothing, coef[j]);
+    }
+  }
+}
+
+PYNN_CPU_MULTIVERSION
+void class_grad_tile(const float* l, float* gx, int64_t C, int64_t K, int64_t w,
+                     const int64_t* t, const float* wt, const float* a, const float* b,
+                     const float* wcls, float wall) {
+  class_grad_tile_impl(l, gx, C, K, w, t, wt, a, b, wcls, wall);
+}
+PYNN_CPU_MULTIVERSION
+void class_grad_tile(const double* l, double* gx, int64_t C, int64_t K, int64_t w,
+                     const int64_t* t, const double* wt, const double* a, const double* b,
+                     const double* wcls, double wall) {
+  class_grad_tile_impl(l, gx, C, K, w, t, wt, a, b, wcls, wall);
+}
+PYNN_CPU_MULTIVERSION
+void prob_grad_tile(const float* l, const float* q, float* gx, float* gt, int64_t C, int64_t K,
+                    int64_t w, const float* wcls, float smoothing, float inv_c,
+                    const float* coef) {
+  prob_grad_tile_impl(l, q, gx, gt, C, K, w, wcls, smoothing, inv_c, coef);
+}
+PYNN_CPU_MULTIVERSION
+void prob_grad_tile(const double* l, const double* q, double* gx, double* gt, int64_t C,
+                    int64_t K, int64_t w, const double* wcls, double smoothing, double inv_c,
+                    const double* coef) {
+  prob_grad_tile_impl(l, q, gx, gt, C, K, w, wcls, smoothing, inv_c, coef);
 }
 
 }  // namespace
@@ -249,52 +361,83 @@ void cross_entropy_forward_cpu(const TensorView& input, const TensorView& target
     const int64_t* tc = s.prob ? nullptr : target.ptr<int64_t>();
     const T* tp = s.prob ? target.ptr<T>() : nullptr;
     const int64_t C = s.classes, K = s.inner;
-    // Per sample: the loss term, w_t (class targets), the smoothing term.
-    auto sample = [&](int64_t i, double* terms) {
-      const int64_t base = (i / K) * C * K + i % K;
-      if (C > 0) log_softmax_row(x + base, lp + base, C, K);
+    // Samples go in tiles of up to kSoftmaxTile neighbouring positions j of one image n, so that
+    // with K > 1 every pass over the classes reads whole cache lines (one sample at a time, its C
+    // strided loads would each miss).
+    const int64_t width = std::min(cpu::kSoftmaxTile, K);
+    const int64_t blocks = K > 0 ? (K + width - 1) / width : 0;
+    const int64_t tiles = s.n * blocks;
+    // acc == nullptr: write each sample's loss; else add its terms (see CeStat) to acc.
+    auto tile = [&](int64_t ti, double* acc) {
+      const int64_t n = ti / blocks, j0 = (ti % blocks) * width, w = std::min(width, K - j0);
+      const int64_t base = n * C * K + j0, i0 = n * K + j0;
+      if (C > 0) cpu::softmax_tile_forward(x + base, lp + base, C, K, w, /*log_space=*/true);
       const T* l = lp + base;
-      if (tp) {
-        const T* q = tp + base;
-        double acc = 0.0;
-        for (int64_t c = 0; c < C; ++c) {
-          const T wq = smoothed_target(q[c * K], a.smoothing, a.inv_classes) * (a.w ? a.w[c] : T(1));
-          acc -= double(wq * l[c * K]);
+      // prob: -sum_c w_c q'_c lp_c; class targets: the smoothing sum -sum_c w_c lp_c.
+      double part[cpu::kSoftmaxTile] = {};
+      if (w == 1) {
+        // One contiguous row (K == 1): keep the sum in a register.
+        double sum = 0.0;
+        if (tp) {
+          for (int64_t c = 0; c < C; ++c)
+            sum -= double(smoothed_target(tp[base + c * K], a.smoothing, a.inv_classes) *
+                          (a.w ? a.w[c] : T(1)) * l[c * K]);
+        } else if (a.smoothing > T(0)) {
+          for (int64_t c = 0; c < C; ++c) sum -= double((a.w ? a.w[c] : T(1)) * l[c * K]);
         }
-        terms[0] = acc;
-        return static_cast<T>(acc);
+        part[0] = sum;
+      } else if (tp) {
+        const T* q = tp + base;
+        for (int64_t c = 0; c < C; ++c) {
+          const T wc = a.w ? a.w[c] : T(1);
+          for (int64_t j = 0; j < w; ++j)
+            part[j] -= double(smoothed_target(q[c * K + j], a.smoothing, a.inv_classes) * wc *
+                              l[c * K + j]);
+        }
+      } else if (a.smoothing > T(0)) {
+        for (int64_t c = 0; c < C; ++c) {
+          const T wc = a.w ? a.w[c] : T(1);
+          for (int64_t j = 0; j < w; ++j) part[j] -= double(wc * l[c * K + j]);
+        }
       }
-      const int64_t t = tc[i];
-      const TargetKind kind = classify_target(t, C, a.ignore_index);
-      PYNN_CHECK(kind != TargetKind::OutOfRange, "cross_entropy: target ", t,
-                 " is out of bounds (class indices must be in [0, ", C, ") or equal ignore_index=",
-                 a.ignore_index, ")");
-      if (kind == TargetKind::Ignored) return T(0);
-      const T wt = a.w ? a.w[t] : T(1);
-      const T nll = -wt * l[t * K];
-      double smooth = 0.0;
-      if (a.smoothing > T(0))
-        for (int64_t c = 0; c < C; ++c) smooth -= double((a.w ? a.w[c] : T(1)) * l[c * K]);
-      terms[0] = nll;
-      terms[1] = wt;
-      terms[2] = smooth;
-      return class_loss(nll, static_cast<T>(smooth), a.smoothing, a.inv_classes);
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t i = i0 + j;
+        if (tp) {
+          if (acc) acc[kStatLoss] += part[j];
+          else out[i] = static_cast<T>(part[j]);
+          continue;
+        }
+        const int64_t t = tc[i];
+        const TargetKind kind = classify_target(t, C, a.ignore_index);
+        PYNN_CHECK(kind != TargetKind::OutOfRange, "cross_entropy: target ", t,
+                   " is out of bounds (class indices must be in [0, ", C,
+                   ") or equal ignore_index=", a.ignore_index, ")");
+        if (kind == TargetKind::Ignored) {
+          if (!acc) out[i] = T(0);
+          continue;
+        }
+        const T wt = a.w ? a.w[t] : T(1);
+        const T nll = -wt * l[t * K + j];
+        if (acc) {
+          acc[kStatLoss] += double(nll);
+          acc[kStatWeight] += double(wt);
+          acc[kStatSmooth] += part[j];
+        } else {
+          out[i] = class_loss(nll, static_cast<T>(part[j]), a.smoothing, a.inv_classes);
+        }
+      }
     };
-    const int64_t rows_per_block = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, C));
+    const int64_t tiles_per_block =
+        std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, C * width));
     if (red == Reduction::None) {
-      parallel_for(0, samples, rows_per_block, [&](int64_t b, int64_t e) {
-        double terms[kNumStats];
-        for (int64_t i = b; i < e; ++i) out[i] = sample(i, terms);
+      parallel_for(0, tiles, tiles_per_block, [&](int64_t b, int64_t e) {
+        for (int64_t ti = b; ti < e; ++ti) tile(ti, nullptr);
       });
       return;
     }
     double* st = stats.ptr<double>();
-    reduce_blocks(samples, rows_per_block, kNumStats, st, [&](int64_t b, int64_t e, double* acc) {
-      for (int64_t i = b; i < e; ++i) {
-        double terms[kNumStats] = {0.0, 0.0, 0.0};
-        sample(i, terms);
-        for (int k = 0; k < kNumStats; ++k) acc[k] += terms[k];
-      }
+    reduce_blocks(tiles, tiles_per_block, kNumStats, st, [&](int64_t b, int64_t e, double* acc) {
+      for (int64_t ti = b; ti < e; ++ti) tile(ti, acc);
     });
     double r;
     if (s.prob)
@@ -324,6 +467,7 @@ void cross_entropy_backward_cpu(const TensorView& grad_output, const TensorView&
     check_same_shape(log_probs, *grad_target, op, "log_probs", "grad_target");
   }
   const Reduction red = static_cast<Reduction>(reduction);
+  if (samples == 0 || s.classes == 0) return;  // grad_input is empty
   dispatch_floating(log_probs.dtype, op, "log_probs", [&](auto tag) {
     using T = decltype(tag);
     const int64_t C = s.classes, K = s.inner;
@@ -334,7 +478,7 @@ void cross_entropy_backward_cpu(const TensorView& grad_output, const TensorView&
     T* gt = grad_target ? grad_target->ptr<T>() : nullptr;
     const double* st = stats.ptr<double>();
     const T ls = static_cast<T>(label_smoothing), inv_c = static_cast<T>(1.0 / double(C));
-    // Gradient scales of the two parts of the loss for a reduced loss (see math/loss.h).
+    // A mean scales every gradient by 1 / (its denominator in the forward, see math/loss.h).
     double scale = 1.0;
     if (red == Reduction::Mean) scale = 1.0 / (s.prob ? double(samples) : st[kStatWeight]);
     double wsum_all = double(C);
@@ -345,37 +489,57 @@ void cross_entropy_backward_cpu(const TensorView& grad_output, const TensorView&
     const T wall = static_cast<T>(wsum_all);
     const int64_t* tc = s.prob ? nullptr : target.ptr<int64_t>();
     const T* tp = s.prob ? target.ptr<T>() : nullptr;
-    parallel_for(0, samples, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, C)),
-                 [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t base = (i / K) * C * K + i % K;
-        const T* l = lp + base;
-        T* gx = gi + base;
-        const T go = red == Reduction::None ? g[i] : g[0];
-        if (tp) {
-          const T* q = tp + base;
-          const T coef = static_cast<T>(double(go) * scale);
-          double sum_wq = 0.0;
-          for (int64_t c = 0; c < C; ++c)
-            sum_wq += double(smoothed_target(q[c * K], ls, inv_c) * (w ? w[c] : T(1)));
-          for (int64_t c = 0; c < C; ++c) {
-            const T wc = w ? w[c] : T(1);
-            const T wq = smoothed_target(q[c * K], ls, inv_c) * wc;
-            gx[c * K] = prob_grad(std::exp(l[c * K]), wq, static_cast<T>(sum_wq), coef);
-            if (gt) gt[base + c * K] = prob_grad_target(l[c * K], wc, ls, coef);
+    const double nll_part = 1.0 - label_smoothing, smooth_part = label_smoothing / double(C);
+    if (K == 1) {
+      // Rows are contiguous: one sample at a time, vectorised along its classes.
+      parallel_for(0, samples, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, C)),
+                   [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const T* l = lp + i * C;
+          T* gx = gi + i * C;
+          const double go = double(red == Reduction::None ? g[i] : g[0]) * scale;
+          if (tp) {
+            prob_grad_row(l, tp + i * C, gx, gt ? gt + i * C : nullptr, C, 1, w, ls, inv_c,
+                          static_cast<T>(go));
+            continue;
           }
-          continue;
+          const int64_t t = tc[i];
+          if (classify_target(t, C, ignore_index) != TargetKind::Valid) {
+            for (int64_t c = 0; c < C; ++c) gx[c] = T(0);
+            continue;
+          }
+          class_grad_row(l, gx, C, 1, t, w ? w[t] : T(1), w, static_cast<T>(go * nll_part),
+                         static_cast<T>(go * smooth_part), wall);
         }
-        const int64_t t = tc[i];
-        if (classify_target(t, C, ignore_index) != TargetKind::Valid) {
-          for (int64_t c = 0; c < C; ++c) gx[c * K] = T(0);
-          continue;
+      });
+      return;
+    }
+    const int64_t width = std::min(cpu::kSoftmaxTile, K);
+    const int64_t blocks = (K + width - 1) / width;
+    parallel_for(0, s.n * blocks, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, C * width)),
+                 [&](int64_t b, int64_t e) {
+      for (int64_t ti = b; ti < e; ++ti) {
+        const int64_t n = ti / blocks, j0 = (ti % blocks) * width, wd = std::min(width, K - j0);
+        const int64_t base = n * C * K + j0, i0 = n * K + j0;
+        T coef[cpu::kSoftmaxTile], a[cpu::kSoftmaxTile], bb[cpu::kSoftmaxTile];
+        T wt[cpu::kSoftmaxTile];
+        int64_t t[cpu::kSoftmaxTile];
+        for (int64_t j = 0; j < wd; ++j) {
+          const double go = double(red == Reduction::None ? g[i0 + j] : g[0]) * scale;
+          coef[j] = static_cast<T>(go);
+          if (tp) continue;
+          t[j] = tc[i0 + j];
+          const bool valid = classify_target(t[j], C, ignore_index) == TargetKind::Valid;
+          if (!valid) t[j] = -1;
+          wt[j] = valid ? (w ? w[t[j]] : T(1)) : T(0);
+          a[j] = valid ? static_cast<T>(go * nll_part) : T(0);
+          bb[j] = valid ? static_cast<T>(go * smooth_part) : T(0);
         }
-        const T a = static_cast<T>(double(go) * scale * (1.0 - label_smoothing));
-        const T bb = static_cast<T>(double(go) * scale * label_smoothing / double(C));
-        const T wt = w ? w[t] : T(1);
-        for (int64_t c = 0; c < C; ++c)
-          gx[c * K] = class_grad(std::exp(l[c * K]), c == t, wt, w ? w[c] : T(1), a, bb, wall);
+        if (tp)
+          prob_grad_tile(lp + base, tp + base, gi + base, gt ? gt + base : nullptr, C, K, wd, w,
+                         ls, inv_c, coef);
+        else
+          class_grad_tile(lp + base, gi + base, C, K, wd, t, wt, a, bb, w, wall);
       }
     });
   });
