@@ -28,10 +28,12 @@ def _reduction(size_average, reduce, reduction) -> int:
     return _Reduction.get_enum(reduction)
 
 
-def _reduce_buffers(ref: torch.Tensor, slots: int):
+def _reduce_buffers(ref: torch.Tensor, slots: int, reduction: int):
+    """The float64 sums a reduced loss keeps for its backward, and on CUDA the rows of per-block
+    partial sums its kernels add up (csrc/ops/loss.h)."""
     stats = torch.empty(slots, dtype=torch.float64, device=ref.device)
     workspace = (torch.empty((_REDUCE_BLOCKS, slots), dtype=torch.float64, device=ref.device)
-                 if ref.is_cuda else None)
+                 if ref.is_cuda and reduction != 0 else None)
     return stats, workspace
 
 
@@ -47,7 +49,7 @@ class MSELossFunction(torch.autograd.Function):
         x, t = input.contiguous(), target.contiguous()
         w = None if weight is None else weight.contiguous()
         out = torch.empty(x.shape if reduction == 0 else (), dtype=x.dtype, device=x.device)
-        stats, workspace = _reduce_buffers(x, 2)
+        stats, workspace = _reduce_buffers(x, 2, reduction)
         B.launch("mse_loss_forward", x, B.view(x), B.view(t), _view_or_none(w), B.view(out),
                  B.view(stats), _view_or_none(workspace), reduction, float(weight_repeat))
         ctx.reduction, ctx.weight_repeat = reduction, float(weight_repeat)
@@ -120,8 +122,10 @@ class CrossEntropyFunction(torch.autograd.Function):
         log_probs = torch.empty_like(input)
         loss = torch.empty((n, k) if reduction == 0 else (), dtype=input.dtype,
                            device=input.device)
-        stats, workspace = _reduce_buffers(input, _NUM_STATS)
-        status = torch.empty(1, dtype=torch.int64, device=input.device) if input.is_cuda else None
+        stats, workspace = _reduce_buffers(input, _NUM_STATS, reduction)
+        # Where the CUDA kernel flags an out-of-range class index (it is then raised, never used).
+        status = (torch.empty(1, dtype=torch.int64, device=input.device)
+                  if input.is_cuda and not target.is_floating_point() else None)
         B.launch("cross_entropy_forward", input, B.view(input), B.view(target),
                  _view_or_none(weight), B.view(log_probs), B.view(loss), B.view(stats),
                  _view_or_none(workspace), _view_or_none(status), reduction, ignore_index,
