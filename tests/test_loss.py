@@ -410,3 +410,22 @@ def test_ce_layer_matches_torch(device):
     # the weight buffer follows dtype moves like torch's
     layer = pynn.nn.CrossEntropyLoss(weight=torch.ones(3)).double()
     assert layer.weight.dtype == torch.float64
+
+
+def test_reductions_over_many_blocks(device, dtype):
+    # Enough samples that the CUDA reductions fill their capped grid and loop (CPU: many blocks).
+    x = torch.randn(5000, 3, dtype=dtype, device=device, requires_grad=True)
+    t = torch.randint(0, 3, (5000,), device=device)
+    t[::7] = -100
+    p = prob_target((5000, 3), device, dtype)
+    for reduction in ("mean", "sum"):
+        run_pair(lambda x: F.cross_entropy(x, t, reduction=reduction, label_smoothing=0.1),
+                 lambda x: TF.cross_entropy(x, t, reduction=reduction, label_smoothing=0.1), [x],
+                 grad_scale=100)
+        run_pair(lambda x: F.cross_entropy(x, p, reduction=reduction),
+                 lambda x: TF.cross_entropy(x, p, reduction=reduction), [x], grad_scale=100)
+    a = torch.randn(300001, dtype=dtype, device=device, requires_grad=True)
+    b = torch.randn(300001, dtype=dtype, device=device)
+    for reduction in ("mean", "sum"):
+        run_pair(lambda a: F.mse_loss(a, b, reduction=reduction),
+                 lambda a: TF.mse_loss(a, b, reduction=reduction), [a], grad_scale=100)
