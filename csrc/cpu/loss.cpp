@@ -214,16 +214,17 @@ struct CeArgs {
   T smoothing, inv_classes;
 };
 
-// Gradient rows (C classes at stride K), vectorised along the row when K == 1 and compiled per
-// instruction set like the softmax rows.
+// Gradient of one contiguous row (K == 1), vectorised along it and compiled per instruction
+// set like the softmax rows.
 template <class T>
-inline void class_grad_row_impl(const T* l, T* gx, int64_t C, int64_t K, int64_t t, T wt,
-                                const T* w, T a, T b, T wall) {
+inline void class_grad_row_impl(const T* l, T* gx, int64_t C, int64_t t, T wt, const T* w, T a,
+                                T b, T wall) {
   const cpu::VecExp ex;
+  // Two loops rather than `w ? w[c] : 1`: a conditional load would keep the loop scalar.
   if (w) {
-    for (int64_t c = 0; c < C; ++c) gx[c * K] = class_grad(ex(l[c * K]), c == t, wt, w[c], a, b, wall);
+    for (int64_t c = 0; c < C; ++c) gx[c] = class_grad(ex(l[c]), c == t, wt, w[c], a, b, wall);
   } else {
-    for (int64_t c = 0; c < C; ++c) gx[c * K] = class_grad(ex(l[c * K]), c == t, wt, T(1), a, b, wall);
+    for (int64_t c = 0; c < C; ++c) gx[c] = class_grad(ex(l[c]), c == t, wt, T(1), a, b, wall);
   }
 }
 
@@ -247,33 +248,32 @@ inline void prob_grad_row_w(const T* l, const T* q, T* gx, T* gt, int64_t C, con
     for (int64_t k = 0; k < C; ++k) gt[k] = prob_grad_target(l[k], wc(k), smoothing, coef);
 }
 
-// Contiguous rows only (K == 1); tiles take prob_grad_tile.
 template <class T>
-inline void prob_grad_row_impl(const T* l, const T* q, T* gx, T* gt, int64_t C, int64_t K,
-                               const T* w, T smoothing, T inv_c, T coef) {
+inline void prob_grad_row_impl(const T* l, const T* q, T* gx, T* gt, int64_t C, const T* w,
+                               T smoothing, T inv_c, T coef) {
   if (w) prob_grad_row_w<true>(l, q, gx, gt, C, w, smoothing, inv_c, coef);
   else prob_grad_row_w<false>(l, q, gx, gt, C, w, smoothing, inv_c, coef);
 }
 
 PYNN_CPU_MULTIVERSION
-void class_grad_row(const float* l, float* gx, int64_t C, int64_t K, int64_t t, float wt,
-                    const float* w, float a, float b, float wall) {
-  class_grad_row_impl(l, gx, C, K, t, wt, w, a, b, wall);
+void class_grad_row(const float* l, float* gx, int64_t C, int64_t t, float wt, const float* w,
+                    float a, float b, float wall) {
+  class_grad_row_impl(l, gx, C, t, wt, w, a, b, wall);
 }
 PYNN_CPU_MULTIVERSION
-void class_grad_row(const double* l, double* gx, int64_t C, int64_t K, int64_t t, double wt,
+void class_grad_row(const double* l, double* gx, int64_t C, int64_t t, double wt,
                     const double* w, double a, double b, double wall) {
-  class_grad_row_impl(l, gx, C, K, t, wt, w, a, b, wall);
+  class_grad_row_impl(l, gx, C, t, wt, w, a, b, wall);
 }
 PYNN_CPU_MULTIVERSION
-void prob_grad_row(const float* l, const float* q, float* gx, float* gt, int64_t C, int64_t K,
+void prob_grad_row(const float* l, const float* q, float* gx, float* gt, int64_t C,
                    const float* w, float smoothing, float inv_c, float coef) {
-  prob_grad_row_impl(l, q, gx, gt, C, K, w, smoothing, inv_c, coef);
+  prob_grad_row_impl(l, q, gx, gt, C, w, smoothing, inv_c, coef);
 }
 PYNN_CPU_MULTIVERSION
 void prob_grad_row(const double* l, const double* q, double* gx, double* gt, int64_t C,
-                   int64_t K, const double* w, double smoothing, double inv_c, double coef) {
-  prob_grad_row_impl(l, q, gx, gt, C, K, w, smoothing, inv_c, coef);
+                   const double* w, double smoothing, double inv_c, double coef) {
+  prob_grad_row_impl(l, q, gx, gt, C, w, smoothing, inv_c, coef);
 }
 
 // The same for a tile of w samples at neighbouring positions (K > 1), vectorised across the
@@ -499,7 +499,7 @@ void cross_entropy_backward_cpu(const TensorView& grad_output, const TensorView&
           T* gx = gi + i * C;
           const double go = double(red == Reduction::None ? g[i] : g[0]) * scale;
           if (tp) {
-            prob_grad_row(l, tp + i * C, gx, gt ? gt + i * C : nullptr, C, 1, w, ls, inv_c,
+            prob_grad_row(l, tp + i * C, gx, gt ? gt + i * C : nullptr, C, w, ls, inv_c,
                           static_cast<T>(go));
             continue;
           }
@@ -508,7 +508,7 @@ void cross_entropy_backward_cpu(const TensorView& grad_output, const TensorView&
             for (int64_t c = 0; c < C; ++c) gx[c] = T(0);
             continue;
           }
-          class_grad_row(l, gx, C, 1, t, w ? w[t] : T(1), w, static_cast<T>(go * nll_part),
+          class_grad_row(l, gx, C, t, w ? w[t] : T(1), w, static_cast<T>(go * nll_part),
                          static_cast<T>(go * smooth_part), wall);
         }
       });
