@@ -55,11 +55,15 @@ def test_layouts(name, ours, ref, layout, device):
         b = a.detach().clone().requires_grad_()
         ya, yb = ours(a, dim), ref(b, dim)
         assert_close(ya, yb)
-        # the gradient of a sum arrives expanded (stride 0): the backward must cope
-        (ya * torch.arange(ya.numel(), device=device).view_as(ya)).sum().backward()
-        (yb * torch.arange(yb.numel(), device=device).view_as(yb)).sum().backward()
+        w = torch.arange(ya.numel(), device=device, dtype=ya.dtype).view_as(ya)
+        (ya * w).sum().backward()
+        (yb * w).sum().backward()
         assert_close(a.grad, b.grad, scale=100)
+        # the gradient of a plain sum arrives expanded (stride 0): the backward must cope
+        a.grad, b.grad = None, None
         ours(a, dim).sum().backward()
+        ref(b, dim).sum().backward()
+        assert_close(a.grad, b.grad, scale=100)
 
 
 @pytest.mark.parametrize("name,ours,ref", OPS, ids=OP_IDS)
