@@ -429,3 +429,21 @@ def test_reductions_over_many_blocks(device, dtype):
     for reduction in ("mean", "sum"):
         run_pair(lambda a: F.mse_loss(a, b, reduction=reduction),
                  lambda a: TF.mse_loss(a, b, reduction=reduction), [a], grad_scale=100)
+
+
+def test_cpu_reductions_do_not_depend_on_thread_count():
+    from pynn import _backend as B
+    # float64, so that a different summation order would show in the last bits
+    x = torch.randn(3000, 50, dtype=torch.float64)
+    t = torch.randint(0, 50, (3000,))
+    y = torch.randn(3000, 50, dtype=torch.float64)
+    results = []
+    try:
+        for n in (1, 2, 3):
+            pynn.set_num_threads(n)
+            results.append((F.cross_entropy(x, t, label_smoothing=0.1), F.mse_loss(x, y)))
+    finally:
+        B._user_threads = None  # follow torch.get_num_threads() again
+        B._synced_threads = -1
+    for ce, mse in results[1:]:
+        assert torch.equal(ce, results[0][0]) and torch.equal(mse, results[0][1])
