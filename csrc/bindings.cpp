@@ -10,6 +10,8 @@
 #include "ops/dropout.h"
 #include "ops/linear.h"
 #include "ops/gemm.h"
+#include "ops/loss.h"
+#include "ops/softmax.h"
 
 namespace py = pybind11;
 
@@ -68,4 +70,11 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, dropout_forward);
   PYNN_DEF(m, dropout_backward);
   m.def("philox4x32_10", &pynn::philox4x32_10_host, py::arg("counter"), py::arg("key"));
+  // softmax / losses
+  PYNN_DEF(m, softmax_forward);
+  PYNN_DEF(m, softmax_backward);
+  PYNN_DEF(m, mse_loss_forward);
+  PYNN_DEF(m, mse_loss_backward);
+  PYNN_DEF(m, cross_entropy_forward);
+  PYNN_DEF(m, cross_entropy_backward);
 }

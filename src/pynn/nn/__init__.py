@@ -1,8 +1,8 @@
 """Drop-in replacements for torch.nn layers, computing with pynn's kernels."""
-from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Linear
+from .loss import CrossEntropyLoss, MSELoss
 
-__all__ = ["Sigmoid", "Tanh", "ReLU", "LeakyReLU"]
-__all__ += ["Linear", "Dropout", "Flatten"]
+__all__ = sorted(name for name in dir() if not name.startswith("_") and name[0].isupper())
