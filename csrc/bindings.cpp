@@ -7,6 +7,7 @@
 #include "core/parallel.h"
 #include "core/pybind_view.h"
 #include "ops/activation.h"
+#include "ops/conv.h"
 #include "ops/gemm.h"
 
 namespace py = pybind11;
@@ -61,4 +62,9 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, matmul);
   PYNN_DEF(m, activation_forward);
   PYNN_DEF(m, activation_backward);
+  // conv2d
+  PYNN_DEF(m, conv2d_forward);
+  PYNN_DEF(m, conv2d_backward_input);
+  PYNN_DEF(m, conv2d_backward_weight);
+  PYNN_DEF(m, conv2d_backward_bias);
 }

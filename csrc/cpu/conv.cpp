@@ -1,0 +1,306 @@
+// conv2d on the CPU: im2col of a tile of output positions into a slot of the caller's workspace,
+// then gemm_cpu. Work items are (sample, group, tile); `slots` items run side by side, each with
+// a serial GEMM, which keeps every thread on its own cache-sized tile. With a single slot (one
+// sample, or a pool of one) the items run in turn and the GEMM and im2col use the pool instead.
+#include <algorithm>
+#include <cstring>
+
+#include "core/dispatch.h"
+#include "core/parallel.h"
+#include "cpu/gemm.h"
+#include "math/conv.h"
+#include "ops/conv.h"
+
+namespace pynn {
+namespace {
+
+// Rows of the column matrix per parallel chunk of im2col / col2im.
+constexpr int64_t kRowGrain = 8;
+
+struct Slots {
+  int64_t count;   // workspace rows
+  int64_t stride;  // elements between them
+};
+
+Slots check_workspace(const TensorView& ws, const Conv2dGeom& g, int64_t tile_cols,
+                      const char* op) {
+  check_dim(ws, 2, op, "workspace");
+  check_contiguous(ws, op, "workspace");
+  PYNN_CHECK(tile_cols > 0, op, ": tile_cols must be positive, got ", tile_cols);
+  PYNN_CHECK(ws.sizes[0] >= 1, op, ": workspace needs at least one slot");
+  if (!g.pointwise)
+    PYNN_CHECK(ws.sizes[1] >= g.kcol * std::min(tile_cols, g.P), op, ": workspace rows hold ",
+               ws.sizes[1], " elements, the column tile needs ", g.kcol * std::min(tile_cols, g.P));
+  return {ws.sizes[0], ws.sizes[1]};
+}
+
+void check_dense(const TensorView& t, const char* op, const char* arg) {
+  check_contiguous(t, op, arg);
+  check_device(t, Device::CPU, op, arg);
+}
+
+// Runs items [0, n_items) split into `slots` contiguous ranges; f(slot, item).
+template <class F>
+void for_each_slot(int64_t n_items, int64_t slots, F&& f) {
+  slots = std::max<int64_t>(1, std::min(slots, n_items));
+  parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      for (int64_t it = n_items * s / slots; it < n_items * (s + 1) / slots; ++it) f(s, it);
+  });
+}
+
+// col[r, p - p0] = the input value that output position p (flattened oh*OW + ow) reads through
+// column row r = (c, kh, kw), or 0 in the padding. x is one group of one sample, [cin_g, H, W].
+template <class T>
+void im2col_tile(const Conv2dGeom& g, const T* x, int64_t p0, int64_t p1, T* col) {
+  const int64_t ld = p1 - p0, kk = g.KH * g.KW;
+  parallel_for(0, g.kcol, kRowGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
+      int64_t lo, hi;
+      conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &lo, &hi);
+      const T* src = x + c * g.HW;
+      for (int64_t p = p0; p < p1;) {
+        const int64_t oh = p / g.OW, ow0 = p - oh * g.OW;
+        const int64_t ow1 = std::min(g.OW, ow0 + (p1 - p));
+        T* d = col + r * ld + (p - p0);  // holds ow0 .. ow1 - 1
+        const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
+        if (ih < 0 || ih >= g.H) {
+          std::fill(d, d + (ow1 - ow0), T(0));
+        } else {
+          const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
+          std::fill(d, d + (a - ow0), T(0));
+          const T* s = src + ih * g.W + conv_in_index(a, kw, g.sw, g.pl, g.dw);
+          T* da = d + (a - ow0);
+          if (g.sw == 1)
+            std::copy(s, s + (b - a), da);
+          else
+            for (int64_t j = 0; j < b - a; ++j) da[j] = s[j * g.sw];
+          std::fill(da + (b - a), d + (ow1 - ow0), T(0));
+        }
+        p += ow1 - ow0;
+      }
+    }
+  });
+}
+
+// The adjoint of im2col_tile: adds col[r, p - p0] into the input position it was read from.
+// Rows of one channel only touch that channel, so channels are the unit of parallel work.
+template <class T>
+void col2im_tile_add(const Conv2dGeom& g, const T* col, int64_t p0, int64_t p1, T* gx) {
+  const int64_t ld = p1 - p0, kk = g.KH * g.KW;
+  parallel_for(0, g.cin_g, std::max<int64_t>(1, kRowGrain / kk), [&](int64_t c0, int64_t c1) {
+    for (int64_t r = c0 * kk; r < c1 * kk; ++r) {
+      const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
+      int64_t lo, hi;
+      conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &lo, &hi);
+      T* dst = gx + c * g.HW;
+      for (int64_t p = p0; p < p1;) {
+        const int64_t oh = p / g.OW, ow0 = p - oh * g.OW;
+        const int64_t ow1 = std::min(g.OW, ow0 + (p1 - p));
+        const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
+        if (ih >= 0 && ih < g.H) {
+          const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
+          const T* s = col + r * ld + (p - p0) + (a - ow0);
+          T* d = dst + ih * g.W + conv_in_index(a, kw, g.sw, g.pl, g.dw);
+          if (g.sw == 1)
+            for (int64_t j = 0; j < b - a; ++j) d[j] += s[j];
+          else
+            for (int64_t j = 0; j < b - a; ++j) d[j * g.sw] += s[j];
+        }
+        p += ow1 - ow0;
+      }
+    }
+  });
+}
+
+int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
+  return g.P == 0 ? 0 : (g.P + tile_cols - 1) / tile_cols;
+}
+
+}  // namespace
+
+void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
+                        bool has_bias, const TensorView& output, const TensorView& workspace,
+                        Pair stride, Quad padding, Pair dilation, int64_t groups,
+                        int64_t tile_cols) {
+  const char* op = "conv2d_forward";
+  const Conv2dGeom g =
+      conv2d_geom(input, weight, output, stride, padding, dilation, groups, op, "input", "output");
+  check_dense(input, op, "input");
+  check_dense(weight, op, "weight");
+  check_dense(output, op, "output");
+  check_same_dtype(input, weight, op, "input", "weight");
+  check_same_dtype(input, output, op, "input", "output");
+  check_same_dtype(input, workspace, op, "input", "workspace");
+  if (has_bias) {
+    check_dense(bias, op, "bias");
+    check_same_dtype(input, bias, op, "input", "bias");
+    PYNN_CHECK(bias.dim == 1 && bias.sizes[0] == g.Cout, op, ": bias has shape ", bias.shape_str(),
+               ", expected [", g.Cout, "]");
+  }
+  const Slots slots = check_workspace(workspace, g, tile_cols, op);
+  dispatch_floating(input.dtype, op, "input", [&](auto tag) {
+    using T = decltype(tag);
+    const T* x = input.ptr<T>();
+    const T* w = weight.ptr<T>();
+    const T* b = has_bias ? bias.ptr<T>() : nullptr;
+    T* y = output.ptr<T>();
+    const int64_t nt = num_tiles(g, tile_cols);
+    for_each_slot(g.N * g.G * nt, slots.count, [&](int64_t s, int64_t it) {
+      const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
+      const int64_t p0 = t * tile_cols, p1 = std::min(g.P, p0 + tile_cols), cols = p1 - p0;
+      const T* xg = x + (n * g.C + gi * g.cin_g) * g.HW;
+      const T* bm = xg + p0;  // the column matrix: the input itself when pointwise
+      int64_t b_rs = g.HW;
+      if (!g.pointwise) {
+        T* col = workspace.ptr<T>() + s * slots.stride;
+        im2col_tile(g, xg, p0, p1, col);
+        bm = col;
+        b_rs = cols;
+      }
+      T* yg = y + (n * g.Cout + gi * g.cout_g) * g.P + p0;
+      gemm_cpu<T>(g.cout_g, cols, g.kcol, T(1), w + gi * g.cout_g * g.kcol, g.kcol, 1, bm, b_rs,
+                  1, T(0), yg, g.P);
+      if (b)
+        for (int64_t co = 0; co < g.cout_g; ++co) {
+          const T bv = b[gi * g.cout_g + co];
+          T* row = yg + co * g.P;
+          for (int64_t j = 0; j < cols; ++j) row[j] += bv;
+        }
+    });
+  });
+}
+
+void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& weight,
+                               const TensorView& grad_input, const TensorView& workspace,
+                               Pair stride, Quad padding, Pair dilation, int64_t groups,
+                               int64_t tile_cols) {
+  const char* op = "conv2d_backward_input";
+  const Conv2dGeom g = conv2d_geom(grad_input, weight, grad_output, stride, padding, dilation,
+                                   groups, op, "grad_input", "grad_output");
+  check_dense(grad_output, op, "grad_output");
+  check_dense(weight, op, "weight");
+  check_dense(grad_input, op, "grad_input");
+  check_same_dtype(grad_output, weight, op, "grad_output", "weight");
+  check_same_dtype(grad_output, grad_input, op, "grad_output", "grad_input");
+  check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");
+  const Slots slots = check_workspace(workspace, g, tile_cols, op);
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gy = grad_output.ptr<T>();
+    const T* w = weight.ptr<T>();
+    T* gx = grad_input.ptr<T>();
+    const int64_t nt = num_tiles(g, tile_cols);
+    // One item per (sample, group): the tiles of one sample overlap in grad_input (neighbouring
+    // receptive fields share pixels), so one thread owns all of them.
+    for_each_slot(g.N * g.G, slots.count, [&](int64_t s, int64_t it) {
+      const int64_t gi = it % g.G, n = it / g.G;
+      T* gxg = gx + (n * g.C + gi * g.cin_g) * g.HW;
+      const T* gyg = gy + (n * g.Cout + gi * g.cout_g) * g.P;
+      const T* wg = w + gi * g.cout_g * g.kcol;  // read transposed: [kcol, cout_g]
+      if (g.pointwise) {
+        gemm_cpu<T>(g.kcol, g.P, g.cout_g, T(1), wg, 1, g.kcol, gyg, g.P, 1, T(0), gxg, g.HW);
+        return;
+      }
+      std::fill(gxg, gxg + g.cin_g * g.HW, T(0));
+      T* col = workspace.ptr<T>() + s * slots.stride;
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t p0 = t * tile_cols, p1 = std::min(g.P, p0 + tile_cols), cols = p1 - p0;
+        gemm_cpu<T>(g.kcol, cols, g.cout_g, T(1), wg, 1, g.kcol, gyg + p0, g.P, 1, T(0), col,
+                    cols);
+        col2im_tile_add(g, col, p0, p1, gxg);
+      }
+    });
+  });
+}
+
+void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView& input,
+                                const TensorView& grad_weight, const TensorView& workspace,
+                                const TensorView& partial, Pair stride, Quad padding,
+                                Pair dilation, int64_t groups, int64_t tile_cols) {
+  const char* op = "conv2d_backward_weight";
+  const Conv2dGeom g = conv2d_geom(input, grad_weight, grad_output, stride, padding, dilation,
+                                   groups, op, "input", "grad_output");
+  check_dense(grad_output, op, "grad_output");
+  check_dense(input, op, "input");
+  check_dense(grad_weight, op, "grad_weight");
+  check_same_dtype(grad_output, input, op, "grad_output", "input");
+  check_same_dtype(grad_output, grad_weight, op, "grad_output", "grad_weight");
+  check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");
+  const Slots slots = check_workspace(workspace, g, tile_cols, op);
+  const int64_t nt = num_tiles(g, tile_cols);
+  const int64_t n_items = g.N * g.G * nt;
+  const int64_t n_slots = std::max<int64_t>(1, std::min(slots.count, n_items));
+  const int64_t wnumel = grad_weight.numel();
+  if (n_slots > 1) {
+    check_dense(partial, op, "partial");
+    check_same_dtype(grad_output, partial, op, "grad_output", "partial");
+    PYNN_CHECK(partial.numel() >= n_slots * wnumel, op, ": partial holds ", partial.numel(),
+               " elements, ", n_slots, " slots of grad_weight need ", n_slots * wnumel);
+  }
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gy = grad_output.ptr<T>();
+    const T* x = input.ptr<T>();
+    T* gw = grad_weight.ptr<T>();
+    // Each slot sums its items into its own copy of grad_weight; one slot uses grad_weight.
+    T* acc = n_slots > 1 ? partial.ptr<T>() : gw;
+    std::fill(acc, acc + n_slots * wnumel, T(0));
+    for_each_slot(n_items, n_slots, [&](int64_t s, int64_t it) {
+      const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
+      const int64_t p0 = t * tile_cols, p1 = std::min(g.P, p0 + tile_cols), cols = p1 - p0;
+      const T* xg = x + (n * g.C + gi * g.cin_g) * g.HW;
+      // grad_weight[g] += grad_output[n, g][:, tile] @ col^T; col^T is read with swapped strides.
+      const T* bm = xg + p0;
+      int64_t b_cs = g.HW;
+      if (!g.pointwise) {
+        T* col = workspace.ptr<T>() + s * slots.stride;
+        im2col_tile(g, xg, p0, p1, col);
+        bm = col;
+        b_cs = cols;
+      }
+      gemm_cpu<T>(g.cout_g, g.kcol, cols, T(1), gy + (n * g.Cout + gi * g.cout_g) * g.P + p0, g.P,
+                  1, bm, 1, b_cs, T(1), acc + s * wnumel + gi * g.cout_g * g.kcol, g.kcol);
+    });
+    if (n_slots > 1)
+      parallel_for(0, wnumel, 4096, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          T v = acc[i];
+          for (int64_t s = 1; s < n_slots; ++s) v += acc[s * wnumel + i];
+          gw[i] = v;
+        }
+      });
+  });
+}
+
+void conv2d_backward_bias_cpu(const TensorView& grad_output, const TensorView& grad_bias) {
+  const char* op = "conv2d_backward_bias";
+  check_dim(grad_output, 4, op, "grad_output");
+  check_dense(grad_output, op, "grad_output");
+  check_dense(grad_bias, op, "grad_bias");
+  check_same_dtype(grad_output, grad_bias, op, "grad_output", "grad_bias");
+  const int64_t N = grad_output.sizes[0], Cout = grad_output.sizes[1];
+  const int64_t P = grad_output.sizes[2] * grad_output.sizes[3];
+  PYNN_CHECK(grad_bias.dim == 1 && grad_bias.sizes[0] == Cout, op, ": grad_bias has shape ",
+             grad_bias.shape_str(), ", expected [", Cout, "]");
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = typename acc_type<T>::type;
+    const T* gy = grad_output.ptr<T>();
+    T* gb = grad_bias.ptr<T>();
+    parallel_for(0, Cout, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, N * P)),
+                 [&](int64_t c0, int64_t c1) {
+                   for (int64_t c = c0; c < c1; ++c) {
+                     Acc sum = 0;
+                     for (int64_t n = 0; n < N; ++n) {
+                       const T* row = gy + (n * Cout + c) * P;
+                       for (int64_t p = 0; p < P; ++p) sum += row[p];
+                     }
+                     gb[c] = static_cast<T>(sum);
+                   }
+                 });
+  });
+}
+
+}  // namespace pynn
