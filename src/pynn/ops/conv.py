@@ -227,6 +227,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     C, H, W = x.shape[1:]
+    if C == 0:
+        # torch answers with a 0-channel output whatever the weight holds; refuse that instead
+        raise ValueError(f"{OP}: input has no channels (shape {tuple(input.shape)}); "
+                         "zero-channel convolutions are not supported")
     if C != cin_g * groups:
         raise ValueError(f"{OP}: given groups={groups} and weight of shape "
                          f"{tuple(weight.shape)}, input should have {cin_g * groups} channels, "
