@@ -354,3 +354,7 @@ def test_kernel_rejects_inconsistent_views():
     with pytest.raises(ValueError, match="contiguous"):
         _backend._C.conv2d_forward_cpu(V(x.transpose(2, 3)), V(w), V(y), False, V(y), V(ws),
                                        (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
+
+
+def test_gather_index_math_used_by_cuda_col2im():
+    assert _backend._C.conv2d_index_selfcheck_cpu() == 0

@@ -292,15 +292,59 @@ void conv2d_backward_bias_cpu(const TensorView& grad_output, const TensorView& g
     parallel_for(0, Cout, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, N * P)),
                  [&](int64_t c0, int64_t c1) {
                    for (int64_t c = c0; c < c1; ++c) {
-                     Acc sum = 0;
+                     // Independent partial sums: one chain of double adds would be bound by
+                     // the add latency.
+                     constexpr int kLanes = 8;
+                     Acc sum[kLanes] = {};
                      for (int64_t n = 0; n < N; ++n) {
                        const T* row = gy + (n * Cout + c) * P;
-                       for (int64_t p = 0; p < P; ++p) sum += row[p];
+                       int64_t p = 0;
+                       for (; p + kLanes <= P; p += kLanes)
+                         for (int l = 0; l < kLanes; ++l) sum[l] += row[p + l];
+                       for (; p < P; ++p) sum[0] += row[p];
                      }
-                     gb[c] = static_cast<T>(sum);
+                     Acc total = 0;
+                     for (int l = 0; l < kLanes; ++l) total += sum[l];
+                     gb[c] = static_cast<T>(total);
                    }
                  });
   });
+}
+
+namespace {
+// Disagreements for one axis: every input index against the outputs that read it.
+int64_t index_mismatches(int64_t in, int64_t K, int64_t s, int64_t pad, int64_t pad_end,
+                         int64_t d) {
+  const int64_t out = conv_out_size(in, pad + pad_end, K, s, d);
+  int64_t bad = 0;
+  for (int64_t k = 0; k < K && out > 0; ++k) {
+    int64_t lo, hi;
+    conv_valid_out_range(k, in, out, s, pad, d, &lo, &hi);
+    for (int64_t i = 0; i < in; ++i) {
+      int64_t want = -1;
+      for (int64_t o = 0; o < out; ++o)
+        if (conv_in_index(o, k, s, pad, d) == i) want = o;
+      bad += conv_out_index(i, k, s, pad, d, out) != want;
+      bad += want >= 0 && (want < lo || want >= hi);
+    }
+  }
+  return bad;
+}
+}  // namespace
+
+int64_t conv2d_index_selfcheck_cpu() {
+  // The CUDA col2im gathers with conv_out_index, the inverse of the conv_in_index that im2col
+  // (CPU and CUDA) reads with. The CPU kernels never call it, so it is checked here, where the
+  // tests run, against a brute-force inversion.
+  int64_t bad = 0;
+  for (int64_t s = 1; s <= 4; ++s)
+    for (int64_t pad = 0; pad <= 3; ++pad)
+      for (int64_t d = 1; d <= 3; ++d)
+        for (int64_t K = 1; K <= 4; ++K)
+          for (int64_t in = 1; in <= 9; ++in)
+            for (int64_t pad_end = pad; pad_end <= pad + 1; ++pad_end)
+              bad += index_mismatches(in, K, s, pad, pad_end, d);
+  return bad;
 }
 
 }  // namespace pynn
