@@ -26,6 +26,9 @@ CASES = [
     ("window_in_padding", (1, 2, 3, 3), (2, 2, 3, 3), dict(padding=3, stride=2)),
     ("depthwise", (2, 6, 9, 9), (6, 1, 3, 3), dict(groups=6, padding=1)),
     ("depthwise_mult", (2, 4, 8, 7), (8, 1, 3, 3), dict(groups=4, stride=2)),
+    ("depthwise_same_dilated", (2, 3, 9, 8), (6, 1, 4, 3),
+     dict(groups=3, padding="same", dilation=(1, 2))),
+    ("depthwise_stride_pad", (1, 5, 10, 9), (5, 1, 5, 3), dict(groups=5, stride=(3, 2), padding=(2, 1))),
     ("groups2", (2, 4, 7, 7), (6, 2, 3, 3), dict(groups=2, padding=1)),
     ("1x1", (2, 5, 6, 7), (3, 5, 1, 1), {}),
     ("1x1_stride2", (2, 5, 7, 7), (3, 5, 1, 1), dict(stride=2)),
@@ -79,7 +82,12 @@ def test_parity_with_torch(name, xs, ws, kw, device, dtype):
     check_pair(ours, ref, ws[1] * ws[2] * ws[3])
 
 
-@pytest.mark.parametrize("name,xs,ws,kw", [CASES[1], CASES[8], CASES[11]], ids=["pad", "dw", "1x1"])
+def case(name):
+    return next(c for c in CASES if c[0] == name)
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", [case("batch1_pad1"), case("depthwise"), case("1x1")],
+                         ids=["pad", "dw", "1x1"])
 def test_no_bias(name, xs, ws, kw, device, dtype):
     x = torch.randn(xs, dtype=dtype, device=device)
     w = torch.randn(ws, dtype=dtype, device=device)
@@ -100,8 +108,9 @@ def pool_threads():
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("tiny_tiles", [False, True], ids=["tiles", "tiny_tiles"])
-@pytest.mark.parametrize("name,xs,ws,kw", [CASES[3], CASES[10], CASES[12], CASES[17]],
-                         ids=["stride_pad", "groups2", "1x1_s2", "same_even_dil"])
+@pytest.mark.parametrize("name,xs,ws,kw", [case(n) for n in (
+    "stride_pad_tuple", "groups2", "1x1_groups2", "same_even_dilated", "depthwise_mult")],
+    ids=["stride_pad", "groups2", "1x1_g2", "same_even_dil", "dw"])
 def test_work_split(name, xs, ws, kw, threads, tiny_tiles, monkeypatch, pool_threads):
     """Slots, tiles that end mid-row and the per-slot weight-gradient sums give torch's answer
     whatever the pool size (one slot lets the GEMM use the pool instead)."""
@@ -203,6 +212,7 @@ def test_nan_and_inf_propagate(device):
     (dict(dilation=2, groups=2, padding=(2, 1)), (1, 4, 6, 5), (4, 2, 2, 3)),
     (dict(padding="same"), (2, 2, 4, 5), (2, 2, 2, 3)),
     (dict(groups=3), (2, 3, 4, 4), (3, 1, 1, 1)),
+    (dict(groups=2, stride=2, padding=(1, 2), dilation=(2, 1)), (2, 2, 6, 5), (4, 1, 3, 2)),
 ])
 def test_gradcheck(kw, xs, ws, device):
     x = torch.randn(xs, dtype=torch.float64, device=device, requires_grad=True)

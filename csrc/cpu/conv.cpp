@@ -28,7 +28,7 @@ Slots check_workspace(const TensorView& ws, const Conv2dGeom& g, int64_t tile_co
   check_contiguous(ws, op, "workspace");
   PYNN_CHECK(tile_cols > 0, op, ": tile_cols must be positive, got ", tile_cols);
   PYNN_CHECK(ws.sizes[0] >= 1, op, ": workspace needs at least one slot");
-  if (!g.pointwise)
+  if (!g.pointwise && !g.depthwise)
     PYNN_CHECK(ws.sizes[1] >= g.kcol * std::min(tile_cols, g.P), op, ": workspace rows hold ",
                ws.sizes[1], " elements, the column tile needs ", g.kcol * std::min(tile_cols, g.P));
   return {ws.sizes[0], ws.sizes[1]};
@@ -114,6 +114,113 @@ void col2im_tile_add(const Conv2dGeom& g, const T* col, int64_t p0, int64_t p1, 
   });
 }
 
+// ---- depthwise: direct loops ----
+// Output channel co reads input channel co / m (m = cout_g, the channel multiplier). Each
+// kernel tap is a shifted multiply-add over whole row segments (contiguous when the stride is
+// 1), which is what lets these loops vectorise.
+
+// Calls f(oh, ih, ow_lo, ow_hi, iw_lo) for every output row that tap (kh, kw) reads inside the
+// input, with the output columns [ow_lo, ow_hi) whose input column starts at iw_lo.
+template <class F>
+void for_each_tap_row(const Conv2dGeom& g, int64_t kh, int64_t kw, F&& f) {
+  int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+  conv_valid_out_range(kh, g.H, g.OH, g.sh, g.pt, g.dh, &oh_lo, &oh_hi);
+  conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &ow_lo, &ow_hi);
+  if (ow_lo >= ow_hi) return;
+  const int64_t iw_lo = conv_in_index(ow_lo, kw, g.sw, g.pl, g.dw);
+  for (int64_t oh = oh_lo; oh < oh_hi; ++oh)
+    f(oh, conv_in_index(oh, kh, g.sh, g.pt, g.dh), ow_lo, ow_hi, iw_lo);
+}
+
+template <class T>
+void depthwise_forward(const Conv2dGeom& g, const T* x, const T* w, const T* b, T* y) {
+  const int64_t kk = g.KH * g.KW;
+  parallel_for(0, g.N * g.Cout, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t co = i % g.Cout, n = i / g.Cout;
+      const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
+      T* yc = y + i * g.P;
+      std::fill(yc, yc + g.P, b ? b[co] : T(0));
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const T wv = w[co * kk + kh * g.KW + kw];
+          for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
+                                          int64_t iw) {
+            T* __restrict yr = yc + oh * g.OW + lo;
+            const T* __restrict xr = xc + ih * g.W + iw;
+            if (g.sw == 1)
+              for (int64_t j = 0; j < hi - lo; ++j) yr[j] += wv * xr[j];
+            else
+              for (int64_t j = 0; j < hi - lo; ++j) yr[j] += wv * xr[j * g.sw];
+          });
+        }
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_input(const Conv2dGeom& g, const T* gy, const T* w, T* gx) {
+  const int64_t kk = g.KH * g.KW;
+  parallel_for(0, g.N * g.C, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t c = i % g.C, n = i / g.C;
+      T* gxc = gx + i * g.HW;
+      std::fill(gxc, gxc + g.HW, T(0));
+      for (int64_t co = c * g.cout_g; co < (c + 1) * g.cout_g; ++co) {
+        const T* gyc = gy + (n * g.Cout + co) * g.P;
+        for (int64_t kh = 0; kh < g.KH; ++kh)
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            const T wv = w[co * kk + kh * g.KW + kw];
+            for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
+                                            int64_t iw) {
+              const T* __restrict gr = gyc + oh * g.OW + lo;
+              T* __restrict xr = gxc + ih * g.W + iw;
+              if (g.sw == 1)
+                for (int64_t j = 0; j < hi - lo; ++j) xr[j] += wv * gr[j];
+              else
+                for (int64_t j = 0; j < hi - lo; ++j) xr[j * g.sw] += wv * gr[j];
+            });
+          }
+      }
+    }
+  });
+}
+
+// Each output channel's KH*KW weights are owned by one task, summed over the batch in double.
+template <class T>
+void depthwise_backward_weight(const Conv2dGeom& g, const T* gy, const T* x, T* gw) {
+  using Acc = typename acc_type<T>::type;
+  const int64_t kk = g.KH * g.KW;
+  parallel_for(0, g.Cout, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t co = c0; co < c1; ++co)
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          Acc sum = 0;
+          for (int64_t n = 0; n < g.N; ++n) {
+            const T* gyc = gy + (n * g.Cout + co) * g.P;
+            const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
+            for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
+                                            int64_t iw) {
+              const T* __restrict gr = gyc + oh * g.OW + lo;
+              const T* __restrict xr = xc + ih * g.W + iw;
+              // Lanes of independent sums so that the loop vectorises without reordering
+              // any one sum; a row is short enough for the working precision.
+              constexpr int kLanes = 8;
+              T lane[kLanes] = {};
+              const int64_t len = hi - lo;
+              int64_t j = 0;
+              if (g.sw == 1)
+                for (; j + kLanes <= len; j += kLanes)
+                  for (int l = 0; l < kLanes; ++l) lane[l] += gr[j + l] * xr[j + l];
+              for (; j < len; ++j) lane[0] += gr[j] * xr[j * g.sw];
+              for (int l = 0; l < kLanes; ++l) sum += lane[l];
+            });
+          }
+          gw[co * kk + kh * g.KW + kw] = static_cast<T>(sum);
+        }
+  });
+}
+
 int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
   return g.P == 0 ? 0 : (g.P + tile_cols - 1) / tile_cols;
 }
@@ -146,6 +253,7 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     const T* w = weight.ptr<T>();
     const T* b = has_bias ? bias.ptr<T>() : nullptr;
     T* y = output.ptr<T>();
+    if (g.depthwise) return depthwise_forward(g, x, w, b, y);
     const int64_t nt = num_tiles(g, tile_cols);
     for_each_slot(g.N * g.G * nt, slots.count, [&](int64_t s, int64_t it) {
       const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
@@ -191,6 +299,7 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
     const T* gy = grad_output.ptr<T>();
     const T* w = weight.ptr<T>();
     T* gx = grad_input.ptr<T>();
+    if (g.depthwise) return depthwise_backward_input(g, gy, w, gx);
     const int64_t nt = num_tiles(g, tile_cols);
     // One item per (sample, group): the tiles of one sample overlap in grad_input (neighbouring
     // receptive fields share pixels), so one thread owns all of them.
@@ -233,7 +342,7 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
   const int64_t n_items = g.N * g.G * nt;
   const int64_t n_slots = std::max<int64_t>(1, std::min(slots.count, n_items));
   const int64_t wnumel = grad_weight.numel();
-  if (n_slots > 1) {
+  if (n_slots > 1 && !g.depthwise) {
     check_dense(partial, op, "partial");
     check_same_dtype(grad_output, partial, op, "grad_output", "partial");
     PYNN_CHECK(partial.numel() >= n_slots * wnumel, op, ": partial holds ", partial.numel(),
@@ -244,6 +353,7 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
     const T* gy = grad_output.ptr<T>();
     const T* x = input.ptr<T>();
     T* gw = grad_weight.ptr<T>();
+    if (g.depthwise) return depthwise_backward_weight(g, gy, x, gw);
     // Each slot sums its items into its own copy of grad_weight; one slot uses grad_weight.
     T* acc = n_slots > 1 ? partial.ptr<T>() : gw;
     std::fill(acc, acc + n_slots * wnumel, T(0));

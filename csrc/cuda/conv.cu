@@ -2,6 +2,8 @@
 // batched gemm_cuda (batched over samples with the weight shared, or over groups when there
 // are more groups than samples, as in depthwise convolutions). The input gradient gathers its
 // column entries (col2im as one thread per input element: no atomics, deterministic).
+// Depthwise convolutions (one input channel per group), whose GEMMs would be 1 x KH*KW, use
+// direct kernels instead: one thread per output / input element, one block per weight.
 #include <algorithm>
 
 #include "core/cuda_utils.cuh"
@@ -62,25 +64,105 @@ __global__ void bias_add_kernel(T* __restrict__ y, const T* __restrict__ b, int6
     y[i] += b[(i / P) % cout];
 }
 
+// The sum of v over a block of cuda::kThreads threads, valid in thread 0.
+template <class Acc>
+__device__ Acc block_sum(Acc v) {
+  __shared__ Acc part[cuda::kThreads];
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = cuda::kThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  return part[0];
+}
+
 // One block per output channel: a tree reduction over the batch and every position.
 template <class T>
-__global__ void bias_grad_kernel(const T* __restrict__ gy, T* __restrict__ gb, int64_t N,
-                                 int64_t cout, int64_t P) {
+__global__ void __launch_bounds__(cuda::kThreads)
+    bias_grad_kernel(const T* __restrict__ gy, T* __restrict__ gb, int64_t N, int64_t cout,
+                     int64_t P) {
   using Acc = typename acc_type<T>::type;
-  __shared__ Acc part[cuda::kThreads];
   const int64_t c = blockIdx.x;
   Acc sum = 0;
   for (int64_t i = threadIdx.x; i < N * P; i += blockDim.x) {
     const int64_t n = i / P, p = i % P;
     sum += gy[(n * cout + c) * P + p];
   }
-  part[threadIdx.x] = sum;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-    __syncthreads();
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) gb[c] = static_cast<T>(sum);
+}
+
+// ---- depthwise (one input channel per group): direct kernels, no columns ----
+// Output channel co reads input channel co / cout_g.
+
+template <class T>
+__global__ void depthwise_forward_kernel(Conv2dGeom g, const T* __restrict__ x,
+                                         const T* __restrict__ w, const T* __restrict__ b,
+                                         T* __restrict__ y) {
+  const int64_t total = g.N * g.Cout * g.P;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t p = i % g.P, co = (i / g.P) % g.Cout, n = i / (g.P * g.Cout);
+    const int64_t oh = p / g.OW, ow = p % g.OW;
+    const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
+    const T* wc = w + co * g.KH * g.KW;
+    T sum = b ? b[co] : T(0);
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
+      if (ih < 0 || ih >= g.H) continue;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t iw = conv_in_index(ow, kw, g.sw, g.pl, g.dw);
+        if (iw >= 0 && iw < g.W) sum += wc[kh * g.KW + kw] * xc[ih * g.W + iw];
+      }
+    }
+    y[i] = sum;
   }
-  if (threadIdx.x == 0) gb[c] = static_cast<T>(part[0]);
+}
+
+template <class T>
+__global__ void depthwise_backward_input_kernel(Conv2dGeom g, const T* __restrict__ gy,
+                                                const T* __restrict__ w, T* __restrict__ gx) {
+  const int64_t total = g.N * g.C * g.HW;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t iw = i % g.W, ih = (i / g.W) % g.H, c = (i / g.HW) % g.C, n = i / (g.HW * g.C);
+    T sum = T(0);
+    for (int64_t co = c * g.cout_g; co < (c + 1) * g.cout_g; ++co) {
+      const T* gyc = gy + (n * g.Cout + co) * g.P;
+      const T* wc = w + co * g.KH * g.KW;
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t oh = conv_out_index(ih, kh, g.sh, g.pt, g.dh, g.OH);
+        if (oh < 0) continue;
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const int64_t ow = conv_out_index(iw, kw, g.sw, g.pl, g.dw, g.OW);
+          if (ow >= 0) sum += wc[kh * g.KW + kw] * gyc[oh * g.OW + ow];
+        }
+      }
+    }
+    gx[i] = sum;
+  }
+}
+
+// One block per weight (co, kh, kw): a tree reduction over the batch and every position.
+template <class T>
+__global__ void __launch_bounds__(cuda::kThreads)
+    depthwise_backward_weight_kernel(Conv2dGeom g, const T* __restrict__ gy,
+                                     const T* __restrict__ x, T* __restrict__ gw) {
+  using Acc = typename acc_type<T>::type;
+  const int64_t j = blockIdx.x, kk = g.KH * g.KW;
+  const int64_t co = j / kk, kh = (j / g.KW) % g.KH, kw = j % g.KW;
+  Acc sum = 0;
+  for (int64_t t = threadIdx.x; t < g.N * g.P; t += blockDim.x) {
+    const int64_t n = t / g.P, p = t % g.P;
+    const int64_t ih = conv_in_index(p / g.OW, kh, g.sh, g.pt, g.dh);
+    const int64_t iw = conv_in_index(p % g.OW, kw, g.sw, g.pl, g.dw);
+    if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
+      sum += Acc(gy[(n * g.Cout + co) * g.P + p]) *
+             Acc(x[(n * g.C + co / g.cout_g) * g.HW + ih * g.W + iw]);
+  }
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) gw[j] = static_cast<T>(sum);
 }
 
 void check_cuda_dense(const TensorView& t, const TensorView& ref, const char* op, const char* arg,
@@ -96,7 +178,7 @@ int64_t check_workspace(const TensorView& ws, const Conv2dGeom& g, const char* o
   check_dim(ws, 2, op, "workspace");
   // gemm_cuda batches over at most 65535 samples per launch.
   constexpr int64_t kMaxBatch = 65535;
-  if (g.pointwise || g.N == 0) return std::clamp<int64_t>(g.N, 1, kMaxBatch);
+  if (g.pointwise || g.depthwise || g.N == 0) return std::clamp<int64_t>(g.N, 1, kMaxBatch);
   PYNN_CHECK(ws.sizes[0] >= 1 && ws.sizes[1] >= g.C * g.KH * g.KW * g.P, op, ": workspace ",
              ws.shape_str(), " cannot hold the columns of one sample (", g.C * g.KH * g.KW * g.P,
              " elements)");
@@ -151,6 +233,13 @@ void conv2d_forward_cuda(const TensorView& input, const TensorView& weight, cons
     const T* x = input.ptr<T>();
     const T* w = weight.ptr<T>();
     T* y = output.ptr<T>();
+    if (g.depthwise) {
+      const int64_t total = g.N * g.Cout * g.P;
+      depthwise_forward_kernel<T><<<cuda::blocks_for(total), cuda::kThreads, 0, s>>>(
+          g, x, w, has_bias ? bias.ptr<T>() : nullptr, y);
+      cuda::check_launch("depthwise_forward_kernel");
+      return;
+    }
     const int64_t ckk = g.C * g.KH * g.KW;
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
       const int64_t cnt = std::min(nb, g.N - n0);
@@ -199,6 +288,13 @@ void conv2d_backward_input_cuda(const TensorView& grad_output, const TensorView&
     const T* gy = grad_output.ptr<T>();
     const T* w = weight.ptr<T>();
     T* gx = grad_input.ptr<T>();
+    if (g.depthwise) {
+      const int64_t total = g.N * g.C * g.HW;
+      depthwise_backward_input_kernel<T><<<cuda::blocks_for(total), cuda::kThreads, 0, s>>>(
+          g, gy, w, gx);
+      cuda::check_launch("depthwise_backward_input_kernel");
+      return;
+    }
     const int64_t ckk = g.C * g.KH * g.KW;
     for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
       const int64_t cnt = std::min(nb, g.N - n0);
@@ -241,6 +337,14 @@ void conv2d_backward_weight_cuda(const TensorView& grad_output, const TensorView
     T* gw = grad_weight.ptr<T>();
     if (g.N == 0) {
       cuda::check(cudaMemsetAsync(gw, 0, grad_weight.numel() * sizeof(T), s), "cudaMemsetAsync");
+      return;
+    }
+    if (g.depthwise) {
+      const int64_t blocks = grad_weight.numel();
+      PYNN_CHECK(blocks <= 2147483647LL, op, ": too many weights for one grid");
+      depthwise_backward_weight_kernel<T><<<static_cast<unsigned>(blocks), cuda::kThreads, 0, s>>>(
+          g, gy, x, gw);
+      cuda::check_launch("depthwise_backward_weight_kernel");
       return;
     }
     const int64_t ckk = g.C * g.KH * g.KW;

@@ -65,6 +65,8 @@ struct Conv2dGeom {
   int64_t kcol;              // rows of one group's column matrix: cin_g*KH*KW
   int64_t P, HW;             // output and input positions per channel
   bool pointwise;            // 1x1, stride 1, unpadded: the input is its own column matrix
+  bool depthwise;            // one input channel per group, groups > 1: direct kernels, whose
+                             // GEMMs would be 1 x KH*KW; no columns either
 };
 
 // Reads the sizes from the views and checks that they describe one convolution; every message
@@ -118,6 +120,7 @@ inline Conv2dGeom conv2d_geom(const TensorView& input, const TensorView& weight,
   g.HW = g.H * g.W;
   g.pointwise = g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                 padding[1] == 0 && padding[3] == 0;
+  g.depthwise = g.cin_g == 1 && g.G > 1;
   return g;
 }
 

@@ -13,7 +13,8 @@ Workspaces are allocated here with torch and handed to the kernels:
   The weight gradient adds [slots, Cout, C/groups*KH*KW] partial sums when slots > 1.
 - CUDA: [nb, C*KH*KW, OH*OW], the columns of nb samples at once, nb chosen so this stays under
   _CUDA_WS_BYTES (at least one sample).
-A 1x1, stride-1, unpadded convolution needs no workspace at all.
+A 1x1, stride-1, unpadded convolution needs no workspace at all (the input is its own column
+matrix), nor does a depthwise one (one input channel per group), which runs direct loops.
 """
 from __future__ import annotations
 
@@ -91,11 +92,15 @@ def _threads() -> int:
     return B.get_num_threads()
 
 
-def _pointwise(weight, stride, pads) -> bool:
-    return weight.shape[2:] == (1, 1) and stride == (1, 1) and pads == (0, 0, 0, 0)
+def _needs_columns(weight, stride, pads, groups) -> bool:
+    """False when the kernels work without a column workspace: a 1x1, stride-1, unpadded
+    convolution (the input is its own column matrix) or a depthwise one (direct loops)."""
+    pointwise = weight.shape[2:] == (1, 1) and stride == (1, 1) and pads == (0, 0, 0, 0)
+    depthwise = weight.shape[1] == 1 and groups > 1
+    return not (pointwise or depthwise)
 
 
-def _cpu_workspace(ref, n_outer: int, kcol: int, P: int, pointwise: bool,
+def _cpu_workspace(ref, n_outer: int, kcol: int, P: int, columns: bool,
                    split_tiles: bool = True):
     """(tile_cols, slots, workspace) for the CPU kernels.
 
@@ -106,12 +111,12 @@ def _cpu_workspace(ref, n_outer: int, kcol: int, P: int, pointwise: bool,
     tile = min(max(P, 1), max(_CPU_MIN_COLS, _CPU_TILE_ELEMS // max(kcol, 1)))
     items = n_outer * (math.ceil(P / tile) if split_tiles else 1)
     slots = max(1, min(_threads(), items))
-    ws = torch.empty((slots, 0 if pointwise else kcol * tile), dtype=ref.dtype, device=ref.device)
+    ws = torch.empty((slots, kcol * tile if columns else 0), dtype=ref.dtype, device=ref.device)
     return tile, slots, ws
 
 
-def _cuda_workspace(ref, n, ckk, P, pointwise):
-    if pointwise or n == 0:
+def _cuda_workspace(ref, n, ckk, P, columns):
+    if not columns or n == 0:
         return torch.empty((1, 0), dtype=ref.dtype, device=ref.device)
     per_sample = ckk * P * ref.element_size()
     nb = max(1, min(n, _CUDA_WS_BYTES // max(per_sample, 1)))
@@ -131,16 +136,16 @@ class Conv2dFunction(torch.autograd.Function):
         OH = out_size(H, pads[0] + pads[1], KH, stride[0], dilation[0])
         OW = out_size(W, pads[2] + pads[3], KW, stride[1], dilation[1])
         y = torch.empty((N, Cout, OH, OW), dtype=x.dtype, device=x.device)
-        pointwise = _pointwise(w, stride, pads)
+        columns = _needs_columns(w, stride, pads, groups)
         geom = (stride, pads, dilation, groups)
         bview = B.view(b) if b is not None else B.view(y.new_empty(0))
         if x.is_cuda:
-            ws = _cuda_workspace(x, N, C * KH * KW, OH * OW, pointwise)
+            ws = _cuda_workspace(x, N, C * KH * KW, OH * OW, columns)
             B.launch("conv2d_forward", x, B.view(x), B.view(w), bview, b is not None, B.view(y),
                      B.view(ws), *geom)
         else:
             tile, _, ws = _cpu_workspace(x, N * groups, (C // groups) * KH * KW, OH * OW,
-                                         pointwise)
+                                         columns)
             B.launch("conv2d_forward", x, B.view(x), B.view(w), bview, b is not None, B.view(y),
                      B.view(ws), *geom, tile)
         ctx.save_for_backward(x, w)
@@ -160,18 +165,18 @@ class Conv2dFunction(torch.autograd.Function):
         N, C, H, W = x.shape
         Cout, cin_g, KH, KW = w.shape
         P = gy.shape[2] * gy.shape[3]
-        pointwise = _pointwise(w, stride, pads)
+        columns = _needs_columns(w, stride, pads, groups)
         kcol = cin_g * KH * KW
         grad_input = grad_weight = grad_bias = None
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if need_x:
             grad_input = torch.empty_like(x)
             if x.is_cuda:
-                ws = _cuda_workspace(x, N, C * KH * KW, P, pointwise)
+                ws = _cuda_workspace(x, N, C * KH * KW, P, columns)
                 B.launch("conv2d_backward_input", x, B.view(gy), B.view(w), B.view(grad_input),
                          B.view(ws), *ctx.geom)
             else:
-                tile, _, ws = _cpu_workspace(x, N * groups, kcol, P, pointwise,
+                tile, _, ws = _cpu_workspace(x, N * groups, kcol, P, columns,
                                              split_tiles=False)
                 B.launch("conv2d_backward_input", x, B.view(gy), B.view(w), B.view(grad_input),
                          B.view(ws), *ctx.geom, tile)
@@ -180,13 +185,15 @@ class Conv2dFunction(torch.autograd.Function):
         if need_w:
             grad_weight = torch.empty_like(w)
             if x.is_cuda:
-                ws = _cuda_workspace(x, N, C * KH * KW, P, pointwise)
+                ws = _cuda_workspace(x, N, C * KH * KW, P, columns)
                 B.launch("conv2d_backward_weight", x, B.view(gy), B.view(x), B.view(grad_weight),
                          B.view(ws), *ctx.geom)
             else:
-                tile, slots, ws = _cpu_workspace(x, N * groups, kcol, P, pointwise)
-                partial = (torch.empty((slots, Cout, kcol), dtype=x.dtype) if slots > 1
-                           else x.new_empty(0))
+                tile, slots, ws = _cpu_workspace(x, N * groups, kcol, P, columns)
+                # per-slot sums of grad_weight (the depthwise loops need none)
+                depthwise = cin_g == 1 and groups > 1
+                partial = (torch.empty((slots, Cout, kcol), dtype=x.dtype)
+                           if slots > 1 and not depthwise else x.new_empty(0))
                 B.launch("conv2d_backward_weight", x, B.view(gy), B.view(x), B.view(grad_weight),
                          B.view(ws), B.view(partial), *ctx.geom, tile)
         if need_b and ctx.has_bias:
