@@ -67,5 +67,5 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, conv2d_backward_input);
   PYNN_DEF(m, conv2d_backward_weight);
   PYNN_DEF(m, conv2d_backward_bias);
-  PYNN_DEF_CPU(m, conv2d_index_selfcheck);
+  PYNN_DEF_CPU(m, conv2d_math_selfcheck);
 }

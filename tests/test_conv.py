@@ -366,5 +366,7 @@ def test_kernel_rejects_inconsistent_views():
                                        (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
 
 
-def test_gather_index_math_used_by_cuda_col2im():
-    assert _backend._C.conv2d_index_selfcheck_cpu() == 0
+def test_cuda_element_math_matches_cpu_kernels():
+    """The CUDA kernels' per-element functions (gather col2im, im2col, depthwise) against the CPU
+    kernels, which the tests above check against torch."""
+    assert _backend._C.conv2d_math_selfcheck_cpu() < 1e-12

@@ -3,7 +3,9 @@
 // a serial GEMM, which keeps every thread on its own cache-sized tile. With a single slot (one
 // sample, or a pool of one) the items run in turn and the GEMM and im2col use the pool instead.
 #include <algorithm>
-#include <cstring>
+#include <cmath>
+#include <initializer_list>
+#include <vector>
 
 #include "core/dispatch.h"
 #include "core/parallel.h"
@@ -422,7 +424,8 @@ void conv2d_backward_bias_cpu(const TensorView& grad_output, const TensorView& g
 }
 
 namespace {
-// Disagreements for one axis: every input index against the outputs that read it.
+// Disagreements for one axis between conv_out_index and a brute-force inversion of
+// conv_in_index, and outputs outside conv_valid_out_range.
 int64_t index_mismatches(int64_t in, int64_t K, int64_t s, int64_t pad, int64_t pad_end,
                          int64_t d) {
   const int64_t out = conv_out_size(in, pad + pad_end, K, s, d);
@@ -440,21 +443,109 @@ int64_t index_mismatches(int64_t in, int64_t K, int64_t s, int64_t pad, int64_t 
   }
   return bad;
 }
+
+TensorView shape_view(std::initializer_list<int64_t> sizes) {
+  TensorView v;
+  v.dtype = DType::Float64;
+  for (int64_t s : sizes) v.sizes[v.dim++] = s;
+  int64_t st = 1;
+  for (int d = v.dim - 1; d >= 0; --d) {
+    v.strides[d] = st;
+    st *= v.sizes[d];
+  }
+  return v;
+}
+
+// Max |difference| between the CUDA kernels' per-element functions and the CPU kernels on one
+// convolution, in double on deterministic pseudo-random data.
+double element_math_error(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t KH,
+                          int64_t KW, Pair stride, Quad pad, Pair dil, int64_t G) {
+  const int64_t OH = conv_out_size(H, pad[0] + pad[1], KH, stride[0], dil[0]);
+  const int64_t OW = conv_out_size(W, pad[2] + pad[3], KW, stride[1], dil[1]);
+  const Conv2dGeom g = conv2d_geom(shape_view({N, C, H, W}), shape_view({Cout, C / G, KH, KW}),
+                                   shape_view({N, Cout, OH, OW}), stride, pad, dil, G,
+                                   "conv2d_math_selfcheck", "input", "output");
+  uint64_t state = 12345;
+  auto fill = [&](std::vector<double>& v, size_t n) {
+    v.resize(n);
+    for (auto& e : v) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      e = static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5;
+    }
+  };
+  std::vector<double> x, w, b, gy, col, a, ref;
+  fill(x, N * C * g.HW);
+  fill(w, Cout * g.kcol);
+  fill(b, Cout);
+  fill(gy, N * Cout * g.P);
+  const int64_t kk = KH * KW;
+  double err = 0;
+  auto diff = [&](double u, double v) { err = std::max(err, std::abs(u - v)); };
+  for (int64_t n = 0; n < N; ++n) {
+    const double* xn = x.data() + n * C * g.HW;
+    // im2col: the CPU row loops against im2col_value, one group at a time
+    a.assign(g.kcol * g.P, 0.0);
+    for (int64_t gi = 0; gi < G; ++gi) {
+      im2col_tile(g, xn + gi * g.cin_g * g.HW, 0, g.P, a.data());
+      for (int64_t r = 0; r < g.kcol; ++r)
+        for (int64_t p = 0; p < g.P; ++p)
+          diff(a[r * g.P + p], im2col_value(g, xn, gi * g.kcol + r, p));
+    }
+    // col2im: the CPU scatter against the gather of col2im_value
+    fill(col, C * kk * g.P);
+    a.assign(C * g.HW, 0.0);
+    for (int64_t gi = 0; gi < G; ++gi)
+      col2im_tile_add(g, col.data() + gi * g.kcol * g.P, 0, g.P, a.data() + gi * g.cin_g * g.HW);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t ih = 0; ih < H; ++ih)
+        for (int64_t iw = 0; iw < W; ++iw)
+          diff(a[(c * H + ih) * W + iw], col2im_value(g, col.data(), c, ih, iw));
+  }
+  if (g.depthwise) {
+    a.assign(N * Cout * g.P, 0.0);
+    depthwise_forward(g, x.data(), w.data(), b.data(), a.data());
+    for (int64_t i = 0; i < N * Cout * g.P; ++i)
+      diff(a[i], depthwise_output(g, x.data(), w.data(), b.data(), i / (g.P * Cout),
+                                  (i / g.P) % Cout, i % g.P));
+    a.assign(N * C * g.HW, 0.0);
+    depthwise_backward_input(g, gy.data(), w.data(), a.data());
+    for (int64_t i = 0; i < N * C * g.HW; ++i)
+      diff(a[i], depthwise_grad_input(g, gy.data(), w.data(), i / g.HW / C, (i / g.HW) % C,
+                                      (i / W) % H, i % W));
+    a.assign(Cout * kk, 0.0);
+    depthwise_backward_weight(g, gy.data(), x.data(), a.data());
+    for (int64_t j = 0; j < Cout * kk; ++j) {
+      double sum = 0;
+      for (int64_t t = 0; t < N * g.P; ++t)
+        sum += depthwise_grad_weight_term<double, double>(g, gy.data(), x.data(), j / kk,
+                                                          (j / KW) % KH, j % KW, t);
+      diff(a[j], sum);
+    }
+  }
+  return err;
+}
 }  // namespace
 
-int64_t conv2d_index_selfcheck_cpu() {
-  // The CUDA col2im gathers with conv_out_index, the inverse of the conv_in_index that im2col
-  // (CPU and CUDA) reads with. The CPU kernels never call it, so it is checked here, where the
-  // tests run, against a brute-force inversion.
-  int64_t bad = 0;
+double conv2d_math_selfcheck_cpu() {
+  // The CUDA kernels are per-element functions of math/conv.h that the CPU kernels do not call
+  // (they run the same sums as row-segment loops). This compares the two where the tests run:
+  // index mismatches count 1 each, kernel results add their largest difference.
+  double err = 0;
   for (int64_t s = 1; s <= 4; ++s)
     for (int64_t pad = 0; pad <= 3; ++pad)
       for (int64_t d = 1; d <= 3; ++d)
         for (int64_t K = 1; K <= 4; ++K)
           for (int64_t in = 1; in <= 9; ++in)
             for (int64_t pad_end = pad; pad_end <= pad + 1; ++pad_end)
-              bad += index_mismatches(in, K, s, pad, pad_end, d);
-  return bad;
+              err += static_cast<double>(index_mismatches(in, K, s, pad, pad_end, d));
+  // generic with asymmetric padding, strides and dilation; groups; depthwise with a channel
+  // multiplier; a kernel as large as the padded input; depthwise strided 1x1
+  err += element_math_error(2, 3, 7, 6, 4, 3, 2, {1, 2}, {1, 0, 2, 1}, {1, 2}, 1);
+  err += element_math_error(1, 4, 9, 8, 6, 3, 3, {2, 1}, {1, 2, 0, 1}, {2, 1}, 2);
+  err += element_math_error(2, 3, 6, 7, 6, 3, 4, {1, 1}, {1, 1, 1, 2}, {1, 1}, 3);
+  err += element_math_error(1, 2, 5, 5, 2, 5, 7, {3, 2}, {0, 0, 1, 1}, {1, 1}, 2);
+  err += element_math_error(2, 3, 5, 4, 3, 1, 1, {2, 2}, {1, 0, 0, 1}, {1, 1}, 3);
+  return err;
 }
 
 }  // namespace pynn

@@ -20,17 +20,11 @@ namespace {
 template <class T>
 __global__ void im2col_kernel(Conv2dGeom g, const T* __restrict__ x, T* __restrict__ col,
                               int64_t nb) {
-  const int64_t kk = g.KH * g.KW, rows = g.C * kk, total = nb * rows * g.P;
+  const int64_t rows = g.C * g.KH * g.KW, total = nb * rows * g.P;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t p = i % g.P, r = (i / g.P) % rows, n = i / (g.P * rows);
-    const int64_t oh = p / g.OW, ow = p % g.OW;
-    const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
-    const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
-    const int64_t iw = conv_in_index(ow, kw, g.sw, g.pl, g.dw);
-    col[i] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
-                 ? x[((n * g.C + c) * g.H + ih) * g.W + iw]
-                 : T(0);
+    col[i] = im2col_value(g, x + n * g.C * g.HW, r, p);
   }
 }
 
@@ -38,21 +32,11 @@ __global__ void im2col_kernel(Conv2dGeom g, const T* __restrict__ x, T* __restri
 template <class T>
 __global__ void col2im_kernel(Conv2dGeom g, const T* __restrict__ col, T* __restrict__ gx,
                               int64_t nb) {
-  const int64_t kk = g.KH * g.KW, total = nb * g.C * g.HW;
+  const int64_t total = nb * g.C * g.HW;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t iw = i % g.W, ih = (i / g.W) % g.H, c = (i / g.HW) % g.C, n = i / (g.HW * g.C);
-    const T* base = col + (n * g.C + c) * kk * g.P;
-    T sum = T(0);
-    for (int64_t kh = 0; kh < g.KH; ++kh) {
-      const int64_t oh = conv_out_index(ih, kh, g.sh, g.pt, g.dh, g.OH);
-      if (oh < 0) continue;
-      for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const int64_t ow = conv_out_index(iw, kw, g.sw, g.pl, g.dw, g.OW);
-        if (ow >= 0) sum += base[(kh * g.KW + kw) * g.P + oh * g.OW + ow];
-      }
-    }
-    gx[i] = sum;
+    gx[i] = col2im_value(g, col + n * g.C * g.KH * g.KW * g.P, c, ih, iw);
   }
 }
 
@@ -102,22 +86,8 @@ __global__ void depthwise_forward_kernel(Conv2dGeom g, const T* __restrict__ x,
                                          T* __restrict__ y) {
   const int64_t total = g.N * g.Cout * g.P;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t p = i % g.P, co = (i / g.P) % g.Cout, n = i / (g.P * g.Cout);
-    const int64_t oh = p / g.OW, ow = p % g.OW;
-    const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
-    const T* wc = w + co * g.KH * g.KW;
-    T sum = b ? b[co] : T(0);
-    for (int64_t kh = 0; kh < g.KH; ++kh) {
-      const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
-      if (ih < 0 || ih >= g.H) continue;
-      for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const int64_t iw = conv_in_index(ow, kw, g.sw, g.pl, g.dw);
-        if (iw >= 0 && iw < g.W) sum += wc[kh * g.KW + kw] * xc[ih * g.W + iw];
-      }
-    }
-    y[i] = sum;
-  }
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = depthwise_output(g, x, w, b, i / (g.P * g.Cout), (i / g.P) % g.Cout, i % g.P);
 }
 
 template <class T>
@@ -127,20 +97,7 @@ __global__ void depthwise_backward_input_kernel(Conv2dGeom g, const T* __restric
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t iw = i % g.W, ih = (i / g.W) % g.H, c = (i / g.HW) % g.C, n = i / (g.HW * g.C);
-    T sum = T(0);
-    for (int64_t co = c * g.cout_g; co < (c + 1) * g.cout_g; ++co) {
-      const T* gyc = gy + (n * g.Cout + co) * g.P;
-      const T* wc = w + co * g.KH * g.KW;
-      for (int64_t kh = 0; kh < g.KH; ++kh) {
-        const int64_t oh = conv_out_index(ih, kh, g.sh, g.pt, g.dh, g.OH);
-        if (oh < 0) continue;
-        for (int64_t kw = 0; kw < g.KW; ++kw) {
-          const int64_t ow = conv_out_index(iw, kw, g.sw, g.pl, g.dw, g.OW);
-          if (ow >= 0) sum += wc[kh * g.KW + kw] * gyc[oh * g.OW + ow];
-        }
-      }
-    }
-    gx[i] = sum;
+    gx[i] = depthwise_grad_input(g, gy, w, n, c, ih, iw);
   }
 }
 
@@ -153,14 +110,8 @@ __global__ void __launch_bounds__(cuda::kThreads)
   const int64_t j = blockIdx.x, kk = g.KH * g.KW;
   const int64_t co = j / kk, kh = (j / g.KW) % g.KH, kw = j % g.KW;
   Acc sum = 0;
-  for (int64_t t = threadIdx.x; t < g.N * g.P; t += blockDim.x) {
-    const int64_t n = t / g.P, p = t % g.P;
-    const int64_t ih = conv_in_index(p / g.OW, kh, g.sh, g.pt, g.dh);
-    const int64_t iw = conv_in_index(p % g.OW, kw, g.sw, g.pl, g.dw);
-    if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
-      sum += Acc(gy[(n * g.Cout + co) * g.P + p]) *
-             Acc(x[(n * g.C + co / g.cout_g) * g.HW + ih * g.W + iw]);
-  }
+  for (int64_t t = threadIdx.x; t < g.N * g.P; t += blockDim.x)
+    sum += depthwise_grad_weight_term<T, Acc>(g, gy, x, co, kh, kw, t);
   sum = block_sum(sum);
   if (threadIdx.x == 0) gw[j] = static_cast<T>(sum);
 }

@@ -124,4 +124,90 @@ inline Conv2dGeom conv2d_geom(const TensorView& input, const TensorView& weight,
   return g;
 }
 
+// ---- per-element math of the CUDA kernels ----
+// One thread computes one of these. The CPU kernels run the same sums as row-segment loops;
+// conv2d_math_selfcheck_cpu (cpu/conv.cpp) compares the two so CPU tests cover these too.
+
+// Column entry (r, p) of one sample, r = (c, kh, kw) over all C channels: the input value output
+// position p reads through tap (kh, kw) of channel c, or 0 in the padding. x: [C, H, W].
+template <class T>
+PYNN_HOST_DEVICE T im2col_value(const Conv2dGeom& g, const T* x, int64_t r, int64_t p) {
+  const int64_t kk = g.KH * g.KW;
+  const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
+  const int64_t ih = conv_in_index(p / g.OW, kh, g.sh, g.pt, g.dh);
+  const int64_t iw = conv_in_index(p % g.OW, kw, g.sw, g.pl, g.dw);
+  return (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? x[(c * g.H + ih) * g.W + iw] : T(0);
+}
+
+// The adjoint: the sum of the column entries of one sample ([C*KH*KW, P]) that were read from
+// input element (c, ih, iw).
+template <class T>
+PYNN_HOST_DEVICE T col2im_value(const Conv2dGeom& g, const T* col, int64_t c, int64_t ih,
+                                int64_t iw) {
+  const T* base = col + c * g.KH * g.KW * g.P;
+  T sum = T(0);
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t oh = conv_out_index(ih, kh, g.sh, g.pt, g.dh, g.OH);
+    if (oh < 0) continue;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const int64_t ow = conv_out_index(iw, kw, g.sw, g.pl, g.dw, g.OW);
+      if (ow >= 0) sum += base[(kh * g.KW + kw) * g.P + oh * g.OW + ow];
+    }
+  }
+  return sum;
+}
+
+// Depthwise (one input channel per group): output channel co reads input channel co / cout_g.
+// Output (n, co, p) including the bias (b may be null).
+template <class T>
+PYNN_HOST_DEVICE T depthwise_output(const Conv2dGeom& g, const T* x, const T* w, const T* b,
+                                    int64_t n, int64_t co, int64_t p) {
+  const int64_t oh = p / g.OW, ow = p % g.OW;
+  const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
+  const T* wc = w + co * g.KH * g.KW;
+  T sum = b ? b[co] : T(0);
+  for (int64_t kh = 0; kh < g.KH; ++kh) {
+    const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
+    if (ih < 0 || ih >= g.H) continue;
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      const int64_t iw = conv_in_index(ow, kw, g.sw, g.pl, g.dw);
+      if (iw >= 0 && iw < g.W) sum += wc[kh * g.KW + kw] * xc[ih * g.W + iw];
+    }
+  }
+  return sum;
+}
+
+// grad_input (n, c, ih, iw): every output of c's cout_g channels that read it, times its tap.
+template <class T>
+PYNN_HOST_DEVICE T depthwise_grad_input(const Conv2dGeom& g, const T* gy, const T* w, int64_t n,
+                                        int64_t c, int64_t ih, int64_t iw) {
+  T sum = T(0);
+  for (int64_t co = c * g.cout_g; co < (c + 1) * g.cout_g; ++co) {
+    const T* gyc = gy + (n * g.Cout + co) * g.P;
+    const T* wc = w + co * g.KH * g.KW;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      const int64_t oh = conv_out_index(ih, kh, g.sh, g.pt, g.dh, g.OH);
+      if (oh < 0) continue;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t ow = conv_out_index(iw, kw, g.sw, g.pl, g.dw, g.OW);
+        if (ow >= 0) sum += wc[kh * g.KW + kw] * gyc[oh * g.OW + ow];
+      }
+    }
+  }
+  return sum;
+}
+
+// One term of grad_weight (co, kh, kw): output position t = n*P + p's gradient times the input
+// it read through that tap (0 when the tap is in the padding).
+template <class T, class Acc>
+PYNN_HOST_DEVICE Acc depthwise_grad_weight_term(const Conv2dGeom& g, const T* gy, const T* x,
+                                                int64_t co, int64_t kh, int64_t kw, int64_t t) {
+  const int64_t n = t / g.P, p = t % g.P;
+  const int64_t ih = conv_in_index(p / g.OW, kh, g.sh, g.pt, g.dh);
+  const int64_t iw = conv_in_index(p % g.OW, kw, g.sw, g.pl, g.dw);
+  if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return Acc(0);
+  return Acc(gy[(n * g.Cout + co) * g.P + p]) *
+         Acc(x[(n * g.C + co / g.cout_g) * g.HW + ih * g.W + iw]);
+}
+
 }  // namespace pynn

@@ -40,9 +40,9 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
                                 Pair dilation, int64_t groups, int64_t tile_cols);
 // grad_bias[c] = sum of grad_output[:, c] (accumulated in double).
 void conv2d_backward_bias_cpu(const TensorView& grad_output, const TensorView& grad_bias);
-// Disagreements between conv_out_index (used only by the CUDA col2im) and a brute-force
-// inversion of conv_in_index; a test asserts 0.
-int64_t conv2d_index_selfcheck_cpu();
+// How far the per-element functions that the CUDA kernels run (math/conv.h) are from the CPU
+// kernels on a set of small convolutions; a test asserts ~0, so CPU tests cover the GPU's math.
+double conv2d_math_selfcheck_cpu();
 
 #ifdef PYNN_WITH_CUDA
 void conv2d_forward_cuda(const TensorView& input, const TensorView& weight, const TensorView& bias,

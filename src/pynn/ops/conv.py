@@ -169,12 +169,14 @@ class Conv2dFunction(torch.autograd.Function):
         kcol = cin_g * KH * KW
         grad_input = grad_weight = grad_bias = None
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        # on the GPU both gradients use one column workspace, in turn on the same stream
+        cuda_ws = (_cuda_workspace(x, N, C * KH * KW, P, columns)
+                   if x.is_cuda and (need_x or need_w) else None)
         if need_x:
             grad_input = torch.empty_like(x)
             if x.is_cuda:
-                ws = _cuda_workspace(x, N, C * KH * KW, P, columns)
                 B.launch("conv2d_backward_input", x, B.view(gy), B.view(w), B.view(grad_input),
-                         B.view(ws), *ctx.geom)
+                         B.view(cuda_ws), *ctx.geom)
             else:
                 tile, _, ws = _cpu_workspace(x, N * groups, kcol, P, columns,
                                              split_tiles=False)
@@ -185,9 +187,8 @@ class Conv2dFunction(torch.autograd.Function):
         if need_w:
             grad_weight = torch.empty_like(w)
             if x.is_cuda:
-                ws = _cuda_workspace(x, N, C * KH * KW, P, columns)
                 B.launch("conv2d_backward_weight", x, B.view(gy), B.view(x), B.view(grad_weight),
-                         B.view(ws), *ctx.geom)
+                         B.view(cuda_ws), *ctx.geom)
             else:
                 tile, slots, ws = _cpu_workspace(x, N * groups, kcol, P, columns)
                 # per-slot sums of grad_weight (the depthwise loops need none)
