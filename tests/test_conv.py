@@ -260,6 +260,15 @@ def test_layer_loads_torch_state_dict(args, device, dtype):
         assert_close(pa.grad, pb.grad, scale=10, msg=name)
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+def test_layer_unbatched(mode, device):
+    ref = torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode, device=device)
+    ours = pnn.Conv2d(3, 4, 3, padding=1, padding_mode=mode, device=device)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(3, 6, 5, device=device)
+    assert_close(ours(x), ref(x))
+
+
 def test_layer_init_matches_torch():
     torch.manual_seed(123)
     ref = torch.nn.Conv2d(6, 8, (3, 5), groups=2)

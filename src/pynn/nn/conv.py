@@ -103,14 +103,18 @@ class Conv2d(torch.nn.Module):
                 bound = 1 / math.sqrt(fan_in)
                 torch.nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, input):
+    def _conv_forward(self, input, weight, bias):
+        # Kept under torch's name: subclasses of torch.nn.Conv2d (weight standardisation, ...)
+        # override forward and call it with their own weight.
         if self.padding_mode != "zeros":
             padded = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice,
                                              mode=self.padding_mode)
-            return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation,
-                            self.groups)
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+            return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation,
                         self.groups)
+
+    def forward(self, input):
+        return self._conv_forward(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
