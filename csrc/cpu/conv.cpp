@@ -121,6 +121,70 @@ void col2im_tile_add(const Conv2dGeom& g, const T* col, int64_t p0, int64_t p1, 
 // kernel tap is a shifted multiply-add over whole row segments (contiguous when the stride is
 // 1), which is what lets these loops vectorise.
 
+// The row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time,
+// as the GEMM's micro-kernel is: the package itself is built for baseline x86-64.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYNN_CONV_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYNN_CONV_MULTIVERSION
+#endif
+
+// y[j] += a * x[j * sx] for j < n.
+template <class T>
+inline void row_axpy_impl(int64_t n, T a, const T* __restrict x, int64_t sx, T* __restrict y) {
+  if (sx == 1)
+    for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
+  else
+    for (int64_t j = 0; j < n; ++j) y[j] += a * x[j * sx];
+}
+// y[j * sy] += a * x[j] for j < n.
+template <class T>
+inline void row_axpy_scatter_impl(int64_t n, T a, const T* __restrict x, T* __restrict y,
+                                  int64_t sy) {
+  if (sy == 1)
+    for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
+  else
+    for (int64_t j = 0; j < n; ++j) y[j * sy] += a * x[j];
+}
+// sum of a[j] * b[j * sb] for j < n, in lanes of independent partial sums so that the loop
+// vectorises without reordering any one sum (a row is short enough for the working precision).
+template <class T>
+inline T row_dot_impl(int64_t n, const T* __restrict a, const T* __restrict b, int64_t sb) {
+  constexpr int kLanes = 16;
+  T lane[kLanes] = {};
+  int64_t j = 0;
+  if (sb == 1)
+    for (; j + kLanes <= n; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) lane[l] += a[j + l] * b[j + l];
+  for (; j < n; ++j) lane[0] += a[j] * b[j * sb];
+  T sum = T(0);
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
+PYNN_CONV_MULTIVERSION void row_axpy(int64_t n, float a, const float* x, int64_t sx, float* y) {
+  row_axpy_impl(n, a, x, sx, y);
+}
+PYNN_CONV_MULTIVERSION void row_axpy(int64_t n, double a, const double* x, int64_t sx,
+                                     double* y) {
+  row_axpy_impl(n, a, x, sx, y);
+}
+PYNN_CONV_MULTIVERSION void row_axpy_scatter(int64_t n, float a, const float* x, float* y,
+                                             int64_t sy) {
+  row_axpy_scatter_impl(n, a, x, y, sy);
+}
+PYNN_CONV_MULTIVERSION void row_axpy_scatter(int64_t n, double a, const double* x, double* y,
+                                             int64_t sy) {
+  row_axpy_scatter_impl(n, a, x, y, sy);
+}
+PYNN_CONV_MULTIVERSION float row_dot(int64_t n, const float* a, const float* b, int64_t sb) {
+  return row_dot_impl(n, a, b, sb);
+}
+PYNN_CONV_MULTIVERSION double row_dot(int64_t n, const double* a, const double* b, int64_t sb) {
+  return row_dot_impl(n, a, b, sb);
+}
+
 // Calls f(oh, ih, ow_lo, ow_hi, iw_lo) for every output row that tap (kh, kw) reads inside the
 // input, with the output columns [ow_lo, ow_hi) whose input column starts at iw_lo.
 template <class F>
@@ -148,12 +212,7 @@ void depthwise_forward(const Conv2dGeom& g, const T* x, const T* w, const T* b, 
           const T wv = w[co * kk + kh * g.KW + kw];
           for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
                                           int64_t iw) {
-            T* __restrict yr = yc + oh * g.OW + lo;
-            const T* __restrict xr = xc + ih * g.W + iw;
-            if (g.sw == 1)
-              for (int64_t j = 0; j < hi - lo; ++j) yr[j] += wv * xr[j];
-            else
-              for (int64_t j = 0; j < hi - lo; ++j) yr[j] += wv * xr[j * g.sw];
+            row_axpy(hi - lo, wv, xc + ih * g.W + iw, g.sw, yc + oh * g.OW + lo);
           });
         }
     }
@@ -175,12 +234,7 @@ void depthwise_backward_input(const Conv2dGeom& g, const T* gy, const T* w, T* g
             const T wv = w[co * kk + kh * g.KW + kw];
             for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
                                             int64_t iw) {
-              const T* __restrict gr = gyc + oh * g.OW + lo;
-              T* __restrict xr = gxc + ih * g.W + iw;
-              if (g.sw == 1)
-                for (int64_t j = 0; j < hi - lo; ++j) xr[j] += wv * gr[j];
-              else
-                for (int64_t j = 0; j < hi - lo; ++j) xr[j * g.sw] += wv * gr[j];
+              row_axpy_scatter(hi - lo, wv, gyc + oh * g.OW + lo, gxc + ih * g.W + iw, g.sw);
             });
           }
       }
@@ -203,19 +257,7 @@ void depthwise_backward_weight(const Conv2dGeom& g, const T* gy, const T* x, T* 
             const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
             for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
                                             int64_t iw) {
-              const T* __restrict gr = gyc + oh * g.OW + lo;
-              const T* __restrict xr = xc + ih * g.W + iw;
-              // Lanes of independent sums so that the loop vectorises without reordering
-              // any one sum; a row is short enough for the working precision.
-              constexpr int kLanes = 8;
-              T lane[kLanes] = {};
-              const int64_t len = hi - lo;
-              int64_t j = 0;
-              if (g.sw == 1)
-                for (; j + kLanes <= len; j += kLanes)
-                  for (int l = 0; l < kLanes; ++l) lane[l] += gr[j + l] * xr[j + l];
-              for (; j < len; ++j) lane[0] += gr[j] * xr[j * g.sw];
-              for (int l = 0; l < kLanes; ++l) sum += lane[l];
+              sum += row_dot(hi - lo, gyc + oh * g.OW + lo, xc + ih * g.W + iw, g.sw);
             });
           }
           gw[co * kk + kh * g.KW + kw] = static_cast<T>(sum);
