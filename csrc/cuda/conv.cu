@@ -124,7 +124,8 @@ void check_cuda_dense(const TensorView& t, const TensorView& ref, const char* op
   check_same_device(ref, t, op, ref_arg, arg);
 }
 
-// Samples per workspace fill; the workspace is [nb, C*KH*KW*P] (unused when pointwise).
+// Samples per workspace fill; the workspace is [nb, C*KH*KW*P] (unused when pointwise or
+// depthwise).
 int64_t check_workspace(const TensorView& ws, const Conv2dGeom& g, const char* op) {
   check_dim(ws, 2, op, "workspace");
   // gemm_cuda batches over at most 65535 samples per launch.

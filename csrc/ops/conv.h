@@ -11,11 +11,12 @@
 //  - CPU: `workspace` is [slots, >= C/groups*KH*KW*tile_cols]. Work is split into
 //    (sample, group, tile of `tile_cols` output positions) items; `slots` of them run at once,
 //    each on its own row of the workspace, with the GEMM serial inside. With one slot the GEMM
-//    and im2col run on the whole pool instead. A 1x1, stride-1, unpadded convolution reads the
-//    input as its column matrix and never touches the workspace. `partial` ([slots, Cout,
+//    and im2col run on the whole pool instead. `partial` ([slots, Cout,
 //    C/groups*KH*KW], unused with one slot) holds each slot's share of grad_weight before they
 //    are summed.
-//  - CUDA: `workspace` is [nb, C*KH*KW, OH*OW]: the columns of nb samples at a time.
+//  - CUDA: `workspace` is [nb, C*KH*KW*OH*OW]: the columns of nb samples at a time.
+//  Neither backend touches the workspace for a 1x1, stride-1, unpadded convolution (the input
+//  is its own column matrix) or a depthwise one (one input channel per group: direct loops).
 #include <array>
 #include <cstdint>
 
