@@ -9,6 +9,7 @@
 #include "ops/activation.h"
 #include "ops/dropout.h"
 #include "ops/linear.h"
+#include "ops/conv.h"
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "ops/softmax.h"
@@ -77,4 +78,10 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, mse_loss_backward);
   PYNN_DEF(m, cross_entropy_forward);
   PYNN_DEF(m, cross_entropy_backward);
+  // conv2d
+  PYNN_DEF(m, conv2d_forward);
+  PYNN_DEF(m, conv2d_backward_input);
+  PYNN_DEF(m, conv2d_backward_weight);
+  PYNN_DEF(m, conv2d_backward_bias);
+  PYNN_DEF_CPU(m, conv2d_math_selfcheck);
 }

@@ -1,5 +1,6 @@
 """pynn's ops under torch.nn.functional's names, signatures and defaults."""
 from .ops.activation import leaky_relu, leaky_relu_, relu, relu_, sigmoid, tanh
+from .ops.conv import conv2d
 from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.loss import cross_entropy, mse_loss

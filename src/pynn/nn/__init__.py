@@ -1,5 +1,6 @@
 """Drop-in replacements for torch.nn layers, computing with pynn's kernels."""
 from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .conv import Conv2d
 from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Linear
