@@ -8,6 +8,7 @@
 #include "core/pybind_view.h"
 #include "ops/activation.h"
 #include "ops/gemm.h"
+#include "ops/rnn.h"
 
 namespace py = pybind11;
 
@@ -61,4 +62,11 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, matmul);
   PYNN_DEF(m, activation_forward);
   PYNN_DEF(m, activation_backward);
+
+  // recurrent layers (csrc/ops/rnn.h)
+  PYNN_DEF(m, lstm_forward);
+  PYNN_DEF(m, lstm_backward);
+  PYNN_DEF(m, rnn_forward);
+  PYNN_DEF(m, rnn_backward);
+  PYNN_DEF(m, rnn_dropout);
 }
