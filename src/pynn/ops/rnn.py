@@ -216,20 +216,25 @@ class RecurrentFunction(torch.autograd.Function):
                 next_in = torch.empty_like(out)
                 B.launch("rnn_dropout", out, B.view(out), B.view(mask), B.view(next_in),
                          _dropout_scale(cfg.dropout))
-            layers.append((layer_in, out, work, mask))
+            layers.append([layer_in, out, work, mask])
             layer_in = next_in
+        # The returned output and the user's input go through save_for_backward (version checks,
+        # and no ctx -> output -> grad_fn -> ctx cycle); the rest is internal to this node.
+        layers[0][0] = None
+        layers[-1][1] = None
         ctx.cfg = cfg
         ctx.layers = layers
-        ctx.save_for_backward(input, h0, c0, *weights)
+        final = out
+        ctx.save_for_backward(input, h0, c0, final, *weights)
         if not lstm:
             ctx.mark_non_differentiable(c_n)
-        return layers[-1][1], h_n, c_n
+        return final, h_n, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_hn, grad_cn):
         cfg = ctx.cfg
-        input, h0, c0, *weights = ctx.saved_tensors
+        input, h0, c0, final, *weights = ctx.saved_tensors
         lstm = cfg.mode == "LSTM"
         kind = RELU if cfg.mode == "RNN_RELU" else TANH
         D = 2 if cfg.bidirectional else 1
@@ -251,6 +256,8 @@ class RecurrentFunction(torch.autograd.Function):
         g = grad_out
         for layer in reversed(range(cfg.num_layers)):
             layer_in, out, work, mask = ctx.layers[layer]
+            layer_in = input if layer == 0 else layer_in
+            out = final if layer == cfg.num_layers - 1 else out
             want_gx = layer > 0 or ctx.needs_input_grad[0]
             gx = torch.empty_like(layer_in, memory_format=torch.contiguous_format) if want_gx else None
             for d in range(D):
