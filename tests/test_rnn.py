@@ -437,3 +437,21 @@ def test_strided_sequences_take_the_per_step_gemm_path(device):
     y2, c2 = forward(x.contiguous())
     assert_close(y1, y2)
     assert_close(c1, c2)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "RNN"])
+def test_non_contiguous_input_and_states(mode, device):
+    from helpers import non_contiguous
+    cls_t, cls_p = (torch.nn.LSTM, pynn.nn.LSTM) if mode == "LSTM" else (torch.nn.RNN, pynn.nn.RNN)
+    ref, ours = _pair(cls_t, cls_p, 3, 4, 2, device=device, dtype=torch.float64)
+    x = non_contiguous(torch.randn(5, 2, 3, device=device, dtype=torch.float64))
+    h = non_contiguous(torch.randn(2, 2, 4, device=device, dtype=torch.float64))
+    assert not x.is_contiguous() and not h.is_contiguous()
+    hx = (h, non_contiguous(torch.randn(2, 2, 4, device=device, dtype=torch.float64))) \
+        if mode == "LSTM" else h
+    xa, xb = _leaf(x), _leaf(x)
+    ra, rb = ref(xa, hx), ours(xb, hx)
+    assert_close(rb[0], ra[0])
+    ra[0].sum().backward()
+    rb[0].sum().backward()
+    assert_close(xb.grad, xa.grad)
