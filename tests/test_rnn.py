@@ -455,3 +455,17 @@ def test_non_contiguous_input_and_states(mode, device):
     ra[0].sum().backward()
     rb[0].sum().backward()
     assert_close(xb.grad, xa.grad)
+
+
+def test_cells_without_autograd_match(device):
+    """Under no_grad the cells skip the autograd node (a direct kernel call); same numbers."""
+    ref, ours = _pair(torch.nn.LSTMCell, pynn.nn.LSTMCell, 3, 4, device=device)
+    rref, rours = _pair(torch.nn.RNNCell, pynn.nn.RNNCell, 3, 4, nonlinearity="relu",
+                        device=device)
+    x, h = torch.randn(2, 3, device=device), torch.randn(2, 4, device=device)
+    with torch.no_grad():
+        a, b = ours(x, (h, h)), ref(x, (h, h))
+        assert_close(a[0], b[0])
+        assert_close(a[1], b[1])
+        assert not a[0].requires_grad and a[0].grad_fn is None
+        assert_close(rours(x, h), rref(x, h))

@@ -53,9 +53,10 @@ class LSTMCellFunction(torch.autograd.Function):
         B.launch("lstm_forward", input, _step(input), B.view(hx), B.view(cx), B.view(w_ih),
                  B.view(w_hh), _opt(b_ih, input), _opt(b_hh, input), absent, _step(h), B.view(h),
                  B.view(c), B.view(gates), _step(c), absent, False)
-        ctx.save_for_backward(input, hx, cx, w_ih, w_hh, h, c)
-        ctx.gates = gates
-        ctx.has_bias = b_ih is not None
+        if ctx is not None:
+            ctx.save_for_backward(input, hx, cx, w_ih, w_hh, h, c)
+            ctx.gates = gates
+            ctx.has_bias = b_ih is not None
         return h, c
 
     @staticmethod
@@ -90,9 +91,10 @@ class RNNCellFunction(torch.autograd.Function):
         h = torch.empty_like(hx, memory_format=torch.contiguous_format)
         B.launch("rnn_forward", input, _step(input), B.view(hx), B.view(w_ih), B.view(w_hh),
                  _opt(b_ih, input), _opt(b_hh, input), _step(h), B.view(h), kind, False)
-        ctx.save_for_backward(input, hx, w_ih, w_hh, h)
-        ctx.kind = kind
-        ctx.has_bias = b_ih is not None
+        if ctx is not None:
+            ctx.save_for_backward(input, hx, w_ih, w_hh, h)
+            ctx.kind = kind
+            ctx.has_bias = b_ih is not None
         return h
 
     @staticmethod
@@ -127,14 +129,27 @@ def _dense(t):
 
 def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     """(h', c') of one LSTM step on 2-D [batch, features] tensors (torch._VF.lstm_cell)."""
-    input, hx, cx = _row_major(input), _row_major(hx), _row_major(cx)
-    return LSTMCellFunction.apply(input, hx, cx, w_ih, w_hh, _row_major(b_ih), _row_major(b_hh))
+    args = (_row_major(input), _row_major(hx), _row_major(cx), w_ih, w_hh, _row_major(b_ih),
+            _row_major(b_hh))
+    if _needs_graph(args):
+        return LSTMCellFunction.apply(*args)
+    return LSTMCellFunction.forward(None, *args)
 
 
 def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):
     """h' of one Elman RNN step on 2-D tensors (torch._VF.rnn_tanh_cell / rnn_relu_cell)."""
-    return RNNCellFunction.apply(_row_major(input), _row_major(hx), w_ih, w_hh,
-                                 _row_major(b_ih), _row_major(b_hh), NONLINEARITIES[nonlinearity])
+    args = (_row_major(input), _row_major(hx), w_ih, w_hh, _row_major(b_ih), _row_major(b_hh),
+            NONLINEARITIES[nonlinearity])
+    if _needs_graph(args):
+        return RNNCellFunction.apply(*args)
+    return RNNCellFunction.forward(None, *args)
+
+
+def _needs_graph(args) -> bool:
+    """Whether a cell step must record an autograd node. Without one (inference, no_grad) the
+    forward runs directly: a step loop driven from Python then skips Function.apply's cost."""
+    return torch.is_grad_enabled() and any(
+        isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 
 
 def _row_major(t):
