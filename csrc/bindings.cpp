@@ -13,6 +13,7 @@
 #include "ops/gemm.h"
 #include "ops/loss.h"
 #include "ops/softmax.h"
+#include "ops/rnn.h"
 
 namespace py = pybind11;
 
@@ -84,4 +85,11 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, conv2d_backward_weight);
   PYNN_DEF(m, conv2d_backward_bias);
   PYNN_DEF_CPU(m, conv2d_math_selfcheck);
+
+  // recurrent layers (csrc/ops/rnn.h)
+  PYNN_DEF(m, lstm_forward);
+  PYNN_DEF(m, lstm_backward);
+  PYNN_DEF(m, rnn_forward);
+  PYNN_DEF(m, rnn_backward);
+  PYNN_DEF(m, rnn_dropout);
 }

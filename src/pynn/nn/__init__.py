@@ -5,5 +5,6 @@ from .dropout import Dropout
 from .flatten import Flatten
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
+from .rnn import LSTM, LSTMCell, RNN, RNNCell
 
 __all__ = sorted(name for name in dir() if not name.startswith("_") and name[0].isupper())
