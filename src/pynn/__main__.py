@@ -1,4 +1,4 @@
-"""Command line: python -m pynn {info,...}."""
+"""Command line: python -m pynn {info,demo,...}."""
 from __future__ import annotations
 
 import argparse
@@ -27,12 +27,22 @@ def _info(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from .demo import main
+
+    return main(args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pynn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, CUDA build and availability, compilers, threads")
+    demo = sub.add_parser("demo", help="train an FCNN on the embedded diabetes set, report "
+                                        "validation RMSE and MAPE against a mean predictor")
+    demo.add_argument("--epochs", type=int, default=60)
+    demo.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    return {"info": _info}[args.command](args)
+    return {"info": _info, "demo": _demo}[args.command](args)
 
 
 if __name__ == "__main__":
