@@ -24,16 +24,21 @@ __global__ void __launch_bounds__(256) gemm_kernel(int64_t M, int64_t N, int64_t
   const int tid = threadIdx.x;
   const int tr = tid / (BN / TN), tc = tid % (BN / TN);  // 16 x 16 threads
   const int64_t row0 = int64_t(blockIdx.y) * BM, col0 = int64_t(blockIdx.x) * BN;
+  // Neighbouring threads load neighbouring addresses: along k when A is row-major (a_cs == 1,
+  // e.g. a linear layer's input) and along m otherwise; along k when B is column-major (b_rs
+  // == 1, e.g. W^T of a linear layer or im2col columns read transposed) and along n otherwise.
+  // Either way the 1024 indices of a tile map one-to-one onto its 64 x 16 elements.
+  const bool a_k_fast = a_cs == 1, b_k_fast = b_rs == 1 && b_cs != 1;
   T acc[TM][TN] = {};
   for (int64_t k0 = 0; k0 < K; k0 += BK) {
     // Each thread loads 4 elements of the A tile (64 x 16) and 4 of the B tile (16 x 64).
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
       const int idx = tid + l * 256;
-      const int am = idx % BM, ak = idx / BM;
+      const int am = a_k_fast ? idx / BK : idx % BM, ak = a_k_fast ? idx % BK : idx / BM;
       const int64_t gm = row0 + am, gk = k0 + ak;
       As[ak][am] = (gm < M && gk < K) ? A[gm * a_rs + gk * a_cs] : T(0);
-      const int bn = idx % BN, bk = idx / BN;
+      const int bn = b_k_fast ? idx / BK : idx % BN, bk = b_k_fast ? idx % BK : idx / BN;
       const int64_t gn = col0 + bn, gk2 = k0 + bk;
       Bs[bk][bn] = (gn < N && gk2 < K) ? B[gk2 * b_rs + gn * b_cs] : T(0);
     }
