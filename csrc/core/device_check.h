@@ -41,7 +41,7 @@ void check_entry_arg(const A& a, const char* fn, int pos, int& gpu) {
 template <Device D, class R, class... Args>
 auto on_device(const char* name, R (*fn)(Args...)) {
   return [name, fn](Args... args) -> R {
-    int pos = 0, gpu = -1;
+    [[maybe_unused]] int pos = 0, gpu = -1;  // unused when fn takes no arguments
     (detail::check_entry_arg<D>(args, name, ++pos, gpu), ...);
     return fn(args...);
   };
