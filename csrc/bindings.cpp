@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "core/cuda_api.h"
+#include "core/device_check.h"
 #include "core/parallel.h"
 #include "core/pybind_view.h"
 #include "ops/activation.h"
@@ -17,12 +18,16 @@
 
 namespace py = pybind11;
 
-// Registers NAME_cpu, and NAME_cuda when the CUDA kernels are built.
-#define PYNN_DEF_CPU(m, name) m.def(#name "_cpu", &pynn::name##_cpu, py::call_guard<py::gil_scoped_release>())
+// Registers NAME_cpu, and NAME_cuda when the CUDA kernels are built; each refuses tensors on
+// the other kind of device (core/device_check.h).
+#define PYNN_DEF_CPU(m, name)                                                              \
+  m.def(#name "_cpu", pynn::on_device<pynn::Device::CPU>(#name "_cpu", &pynn::name##_cpu), \
+        py::call_guard<py::gil_scoped_release>())
 #ifdef PYNN_WITH_CUDA
-#define PYNN_DEF(m, name) \
-  PYNN_DEF_CPU(m, name);  \
-  m.def(#name "_cuda", &pynn::name##_cuda, py::call_guard<py::gil_scoped_release>())
+#define PYNN_DEF(m, name)                                                                     \
+  PYNN_DEF_CPU(m, name);                                                                      \
+  m.def(#name "_cuda", pynn::on_device<pynn::Device::CUDA>(#name "_cuda", &pynn::name##_cuda), \
+        py::call_guard<py::gil_scoped_release>())
 #else
 #define PYNN_DEF(m, name) PYNN_DEF_CPU(m, name)
 #endif
