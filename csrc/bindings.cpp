@@ -8,6 +8,8 @@
 #include "core/pybind_view.h"
 #include "ops/activation.h"
 #include "ops/gemm.h"
+#include "ops/lrn.h"
+#include "ops/batchnorm.h"
 
 namespace py = pybind11;
 
@@ -61,4 +63,8 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, matmul);
   PYNN_DEF(m, activation_forward);
   PYNN_DEF(m, activation_backward);
+  PYNN_DEF(m, lrn_forward);
+  PYNN_DEF(m, lrn_backward);
+  PYNN_DEF(m, batch_norm_forward);
+  PYNN_DEF(m, batch_norm_backward);
 }
