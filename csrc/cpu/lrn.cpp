@@ -20,6 +20,10 @@
 #define PYNN_LRN_MULTIVERSION
 #endif
 
+// The row helpers are always inlined into the multiversioned block functions so that their
+// loops get compiled for each clone's instruction set.
+#define PYNN_LRN_ROW __attribute__((always_inline)) inline
+
 namespace pynn {
 
 void lrn_check_forward(const TensorView& input, const TensorView& output,
@@ -71,7 +75,7 @@ constexpr int64_t kBackwardBytes = 96 * 1024;
 
 template <class T>
 inline int64_t backward_block(int64_t C, int64_t P) {
-  int64_t b = kBackwardBytes / (C * int64_t(sizeof(double) + sizeof(T)));
+  int64_t b = kBackwardBytes / ((C + 1) * int64_t(sizeof(double) + sizeof(T)));
   b = std::max<int64_t>(16, b / 16 * 16);
   return std::min(b, P);
 }
@@ -82,103 +86,181 @@ inline std::vector<double>& scratch(size_t n) {
   return buf;
 }
 
-// Squares of one row of B pixels enter (w = +1) or leave (w = -1) the window.
-template <class T>
-inline void push_sq_row(const T* __restrict r, int64_t B, double* __restrict sum,
+inline bool all_finite(const double* sum, const double* comp, int64_t B) {
+  bool ok = true;
+  for (int64_t i = 0; i < B; ++i) ok &= std::isfinite(sum[i] + comp[i]);
+  return ok;
+}
+
+// One channel of a planar forward block. Every pointer is a restrict parameter: GCC gives up
+// on run-time alias checks beyond ten pointer pairs and would leave this loop scalar.
+template <class T, LrnPow K, bool kWriteScale, bool kCounted>
+PYNN_LRN_ROW void forward_row(const T* __restrict in, const T* __restrict out, const T* __restrict xr,
+                        T* __restrict yr, T* __restrict sr, double* __restrict sum,
                         double* __restrict comp, double* __restrict nn, double* __restrict np,
-                        double w) {
+                        int64_t B, double coef, double k, T beta) {
   constexpr bool kComp = std::is_same_v<T, double>;
-  double dummy = 0.0;
   for (int64_t i = 0; i < B; ++i) {
-    const double v = static_cast<double>(r[i]) * static_cast<double>(r[i]);
-    lrn_window_push<kComp, false>(sum[i], comp[i], nn[i], np[i], dummy, v, w);
+    double su = sum[i], co = kComp ? comp[i] : 0.0;
+    const double ve = static_cast<double>(in[i]) * static_cast<double>(in[i]);
+    const double vl = static_cast<double>(out[i]) * static_cast<double>(out[i]);
+    double window;
+    if constexpr (kCounted) {
+      double a = nn[i], b = np[i], dummy = 0.0;
+      lrn_window_slide<kComp, false>(su, co, a, b, dummy, ve, vl);
+      nn[i] = a;
+      np[i] = b;
+      window = lrn_window_value(su, co, a, b, 0.0);
+    } else {
+      lrn_two_sum<kComp>(su, co, ve);
+      lrn_two_sum<kComp>(su, co, -vl);
+      window = su + co;
+    }
+    sum[i] = su;
+    if constexpr (kComp) comp[i] = co;
+    const T sv = lrn_scale<T>(window, coef, k);
+    if constexpr (kWriteScale) sr[i] = sv;
+    yr[i] = xr[i] * lrn_pow_neg<K>(sv, beta);
   }
 }
 
-// One row of gradient terms enters or leaves; st holds sum, comp, #nan, #+inf, #-inf rows.
+// Planar forward for one block of B pixels. Per channel, one fused pass: the entering and the
+// leaving row update the window state, then the output (and scale) row is written. Rows
+// outside [0, C) are read from a row of zeros so the loop has no branches.
+// kCounted = false is the fast walk: a plain running sum. A NaN or inf that enters it leaves
+// the sum non-finite for good (inf - inf is NaN), so a finite sum at the end proves no
+// window held one; otherwise it returns false and the caller reruns the block counted.
+template <class T, LrnPow K, bool kWriteScale, bool kCounted>
+PYNN_LRN_MULTIVERSION bool forward_planar(const T* x, int64_t xc, T* y, int64_t yc, T* s,
+                                          int64_t sc, int64_t C, int64_t B, int64_t before,
+                                          int64_t after, double coef, double k, T beta,
+                                          double* ws) {
+  constexpr bool kComp = std::is_same_v<T, double>;
+  double* __restrict sum = ws;
+  double* __restrict comp = ws + B;
+  double* __restrict nn = ws + 2 * B;
+  double* __restrict np = ws + 3 * B;
+  T* zero = reinterpret_cast<T*>(ws + 4 * B);
+  std::fill(ws, ws + 4 * B, 0.0);
+  std::fill(zero, zero + B, T(0));
+  for (int64_t j = 0; j < std::min(after, C); ++j) {
+    const T* __restrict r = x + j * xc;
+    for (int64_t i = 0; i < B; ++i) {
+      double dummy = 0.0;
+      const double v = static_cast<double>(r[i]) * static_cast<double>(r[i]);
+      lrn_window_slide<kComp, false>(sum[i], comp[i], nn[i], np[i], dummy, v, 0.0);
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const T* in = c + after < C ? x + (c + after) * xc : zero;
+    const T* out = c - before - 1 >= 0 ? x + (c - before - 1) * xc : zero;
+    forward_row<T, K, kWriteScale, kCounted>(in, out, x + c * xc, y + c * yc,
+                                             kWriteScale ? s + c * sc : nullptr, sum, comp, nn,
+                                             np, B, coef, k, beta);
+  }
+  return kCounted || all_finite(sum, comp, B);
+}
+
 template <bool kComp>
-inline void push_t_row(const double* __restrict tr, int64_t B, double* st, double w) {
+PYNN_LRN_ROW void backward_prime(const double* __restrict tr, double* st, int64_t B) {
   double* __restrict sum = st;
   double* __restrict comp = st + B;
   double* __restrict nn = st + 2 * B;
   double* __restrict np = st + 3 * B;
   double* __restrict ng = st + 4 * B;
   for (int64_t i = 0; i < B; ++i)
-    lrn_window_push<kComp, true>(sum[i], comp[i], nn[i], np[i], ng[i], tr[i], w);
+    lrn_window_slide<kComp, true>(sum[i], comp[i], nn[i], np[i], ng[i], tr[i], 0.0);
 }
 
-template <class T, LrnPow K>
-PYNN_LRN_MULTIVERSION void forward_planar(const T* x, int64_t xc, T* y, int64_t yc, T* s,
-                                          int64_t sc, int64_t C, int64_t B, int64_t before,
-                                          int64_t after, double coef, double k, T beta,
-                                          double* ws) {
-  double* sum = ws;
-  double* comp = ws + B;
-  double* nn = ws + 2 * B;
-  double* np = ws + 3 * B;
-  std::fill(ws, ws + 4 * B, 0.0);
-  for (int64_t j = 0; j < std::min(after, C); ++j) push_sq_row(x + j * xc, B, sum, comp, nn, np, 1.0);
-  for (int64_t c = 0; c < C; ++c) {
-    if (c + after < C) push_sq_row(x + (c + after) * xc, B, sum, comp, nn, np, 1.0);
-    if (c - before - 1 >= 0) push_sq_row(x + (c - before - 1) * xc, B, sum, comp, nn, np, -1.0);
-    const T* __restrict xr = x + c * xc;
-    T* __restrict yr = y + c * yc;
-    if (s) {
-      T* __restrict sr = s + c * sc;
-      for (int64_t i = 0; i < B; ++i) {
-        const T sv = lrn_scale<T>(lrn_window_value(sum[i], comp[i], nn[i], np[i], 0.0), coef, k);
-        sr[i] = sv;
-        yr[i] = xr[i] * lrn_pow_neg<K>(sv, beta);
-      }
-    } else {
-      for (int64_t i = 0; i < B; ++i) {
-        const T sv = lrn_scale<T>(lrn_window_value(sum[i], comp[i], nn[i], np[i], 0.0), coef, k);
-        yr[i] = xr[i] * lrn_pow_neg<K>(sv, beta);
-      }
-    }
-  }
-}
-
-// First every channel's t row and p row for the block, then the window slides over the t rows.
-template <class T, LrnPow K>
-PYNN_LRN_MULTIVERSION void backward_planar(const T* g, int64_t gc, const T* x, int64_t xc,
-                                           const T* s, int64_t sc, T* gi, int64_t gic, int64_t C,
-                                           int64_t B, int64_t before, int64_t after, double coef2,
-                                           T beta, double* ws) {
+// One channel of a planar backward block (restrict parameters: see forward_row).
+// st holds the window state rows: sum, comp, #nan, #+inf, #-inf.
+template <class T, bool kCounted>
+PYNN_LRN_ROW void backward_row(const double* __restrict in, const double* __restrict out,
+                         const T* __restrict gr, const T* __restrict xr, const T* __restrict pr,
+                         T* __restrict gir, double* st, int64_t B, double coef2) {
   constexpr bool kComp = std::is_same_v<T, double>;
-  double* t = ws;                                    // C * B
-  T* p = reinterpret_cast<T*>(ws + C * B);           // C * B
-  double* st = ws + C * B + (C * B * int64_t(sizeof(T)) + 7) / 8;  // 5 * B window state
-  for (int64_t c = 0; c < C; ++c) {
-    const T* __restrict gr = g + c * gc;
-    const T* __restrict xr = x + c * xc;
-    const T* __restrict sr = s + c * sc;
-    double* __restrict tr = t + c * B;
-    T* __restrict pr = p + c * B;
-    for (int64_t i = 0; i < B; ++i) {
-      const T pv = lrn_pow_neg<K>(sr[i], beta);
-      pr[i] = pv;
-      tr[i] = static_cast<double>(gr[i] * xr[i] * pv / sr[i]);
-    }
-  }
   double* __restrict sum = st;
   double* __restrict comp = st + B;
   double* __restrict nn = st + 2 * B;
   double* __restrict np = st + 3 * B;
   double* __restrict ng = st + 4 * B;
-  std::fill(st, st + 5 * B, 0.0);
-  for (int64_t c = 0; c < std::min(before, C); ++c) push_t_row<kComp>(t + c * B, B, st, 1.0);
-  for (int64_t j = 0; j < C; ++j) {
-    if (j + before < C) push_t_row<kComp>(t + (j + before) * B, B, st, 1.0);
-    if (j - after - 1 >= 0) push_t_row<kComp>(t + (j - after - 1) * B, B, st, -1.0);
-    const T* __restrict gr = g + j * gc;
-    const T* __restrict xr = x + j * xc;
-    const T* __restrict pr = p + j * B;
-    T* __restrict out = gi + j * gic;
-    for (int64_t i = 0; i < B; ++i)
-      out[i] = lrn_grad_input<T>(gr[i], xr[i], pr[i],
-                                 lrn_window_value(sum[i], comp[i], nn[i], np[i], ng[i]), coef2);
+  for (int64_t i = 0; i < B; ++i) {
+    double su = sum[i], co = kComp ? comp[i] : 0.0;
+    double window;
+    if constexpr (kCounted) {
+      double a = nn[i], b = np[i], d = ng[i];
+      lrn_window_slide<kComp, true>(su, co, a, b, d, in[i], out[i]);
+      nn[i] = a;
+      np[i] = b;
+      ng[i] = d;
+      window = lrn_window_value(su, co, a, b, d);
+    } else {
+      lrn_two_sum<kComp>(su, co, in[i]);
+      lrn_two_sum<kComp>(su, co, -out[i]);
+      window = su + co;
+    }
+    sum[i] = su;
+    if constexpr (kComp) comp[i] = co;
+    gir[i] = lrn_grad_input<T>(gr[i], xr[i], pr[i], window, coef2);
   }
+}
+
+// t_c and p_c = scale_c^-beta of one channel row.
+template <class T, LrnPow K>
+PYNN_LRN_ROW void backward_terms_row(const T* __restrict gr, const T* __restrict xr,
+                                     const T* __restrict sr, double* __restrict tr,
+                                     T* __restrict pr, int64_t B, T beta) {
+  for (int64_t i = 0; i < B; ++i) {
+    const T pv = lrn_pow_neg<K>(sr[i], beta);
+    pr[i] = pv;
+    tr[i] = static_cast<double>(gr[i] * xr[i] * pv / sr[i]);
+  }
+}
+
+// The window over the t rows of a planar backward block, writing the grad rows; the fast walk
+// (kCounted = false) reports a non-finite t as forward_planar does.
+template <class T, bool kCounted>
+PYNN_LRN_ROW bool backward_slide(const double* t, const T* p, const T* g, int64_t gc, const T* x, int64_t xc,
+                    T* gi, int64_t gic, int64_t C, int64_t B, int64_t before, int64_t after,
+                    double coef2, double* st) {
+  constexpr bool kComp = std::is_same_v<T, double>;
+  const double* zero = t + C * B;
+  double* sum = st;
+  double* comp = st + B;
+  std::fill(st, st + 5 * B, 0.0);
+  for (int64_t c = 0; c < std::min(before, C); ++c)
+    backward_prime<kComp>(t + c * B, st, B);
+  for (int64_t j = 0; j < C; ++j) {
+    const double* in = j + before < C ? t + (j + before) * B : zero;
+    const double* out = j - after - 1 >= 0 ? t + (j - after - 1) * B : zero;
+    backward_row<T, kCounted>(in, out, g + j * gc, x + j * xc, p + j * B, gi + j * gic, st, B,
+                              coef2);
+  }
+  return kCounted || all_finite(sum, comp, B);
+}
+
+// Workspace (in doubles) of backward_planar: C + 1 rows of t (the last one zeros), C rows of p,
+// 5 rows of window state.
+template <class T>
+inline int64_t backward_ws(int64_t C, int64_t B) {
+  return (C + 1) * B + (C * B * int64_t(sizeof(T)) + 7) / 8 + 5 * B;
+}
+
+// Planar backward for one block: every channel's t row and p row, then one fused pass per
+// channel that slides the window over the t rows and writes the grad row.
+template <class T, LrnPow K>
+PYNN_LRN_MULTIVERSION void backward_planar(const T* g, int64_t gc, const T* x, int64_t xc,
+                                           const T* s, int64_t sc, T* gi, int64_t gic, int64_t C,
+                                           int64_t B, int64_t before, int64_t after, double coef2,
+                                           T beta, double* ws) {
+  double* t = ws;  // (C + 1) * B
+  T* p = reinterpret_cast<T*>(ws + (C + 1) * B);
+  double* st = ws + (C + 1) * B + (C * B * int64_t(sizeof(T)) + 7) / 8;
+  for (int64_t c = 0; c < C; ++c)
+    backward_terms_row<T, K>(g + c * gc, x + c * xc, s + c * sc, t + c * B, p + c * B, B, beta);
+  std::fill(t + C * B, t + (C + 1) * B, 0.0);
+  if (!backward_slide<T, false>(t, p, g, gc, x, xc, gi, gic, C, B, before, after, coef2, st))
+    backward_slide<T, true>(t, p, g, gc, x, xc, gi, gic, C, B, before, after, coef2, st);
 }
 
 template <class T, LrnPow K>
@@ -187,10 +269,9 @@ void forward_pixel(const T* x, int64_t xc, T* y, int64_t yc, T* s, int64_t sc, i
   constexpr bool kComp = std::is_same_v<T, double>;
   LrnWindow<kComp, false> win;
   auto sq = [&](int64_t j) { const double v = static_cast<double>(x[j * xc]); return v * v; };
-  for (int64_t j = 0; j < std::min(after, C); ++j) win.push(sq(j), 1.0);
+  for (int64_t j = 0; j < std::min(after, C); ++j) win.slide(sq(j), 0.0);
   for (int64_t c = 0; c < C; ++c) {
-    if (c + after < C) win.push(sq(c + after), 1.0);
-    if (c - before - 1 >= 0) win.push(sq(c - before - 1), -1.0);
+    win.slide(c + after < C ? sq(c + after) : 0.0, c - before - 1 >= 0 ? sq(c - before - 1) : 0.0);
     const T sv = lrn_scale<T>(win.value(), coef, k);
     if (s) s[c * sc] = sv;
     y[c * yc] = x[c * xc] * lrn_pow_neg<K>(sv, beta);
@@ -205,10 +286,9 @@ void backward_pixel(const T* g, int64_t gc, const T* x, int64_t xc, const T* s, 
   for (int64_t c = 0; c < C; ++c)
     t[c] = lrn_grad_term<K, T>(g[c * gc], x[c * xc], s[c * sc], beta);
   LrnWindow<kComp, true> win;
-  for (int64_t c = 0; c < std::min(before, C); ++c) win.push(t[c], 1.0);
+  for (int64_t c = 0; c < std::min(before, C); ++c) win.slide(t[c], 0.0);
   for (int64_t j = 0; j < C; ++j) {
-    if (j + before < C) win.push(t[j + before], 1.0);
-    if (j - after - 1 >= 0) win.push(t[j - after - 1], -1.0);
+    win.slide(j + before < C ? t[j + before] : 0.0, j - after - 1 >= 0 ? t[j - after - 1] : 0.0);
     const T sj = s[j * sc];
     gi[j * gic] = lrn_grad_input<T>(g[j * gc], x[j * xc], lrn_pow_neg<K>(sj, beta), win.value(),
                                     coef2);
@@ -244,12 +324,21 @@ void lrn_forward_cpu(const TensorView& input, const TensorView& output, const Te
         const int64_t B = std::min(lrn_detail::kForwardBlock, P);
         const int64_t nblk = (P + B - 1) / B;
         parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
-          double* ws = lrn_detail::scratch(4 * B).data();
+          double* ws = lrn_detail::scratch(size_t(5 * B)).data();
           for (int64_t task = b0; task < b1; ++task) {
             const int64_t n = task / nblk, p0 = (task % nblk) * B, len = std::min(B, P - p0);
-            lrn_detail::forward_planar<T, K>(x + n * xn + p0, xc, y + n * yn + p0, yc,
-                                             s ? s + n * sn + p0 : nullptr, sc, C, len, before,
-                                             after, coef, k, static_cast<T>(beta), ws);
+            const T* xb = x + n * xn + p0;
+            T* yb = y + n * yn + p0;
+            T* sb = s ? s + n * sn + p0 : nullptr;
+            const T bt = static_cast<T>(beta);
+            using lrn_detail::forward_planar;
+            if (s) {
+              if (!forward_planar<T, K, true, false>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws))
+                forward_planar<T, K, true, true>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws);
+            } else {
+              if (!forward_planar<T, K, false, false>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws))
+                forward_planar<T, K, false, true>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws);
+            }
           }
         });
       } else {
@@ -294,7 +383,7 @@ void lrn_backward_cpu(const TensorView& grad_output, const TensorView& input,
       if (planar) {
         const int64_t B = lrn_detail::backward_block<T>(C, P);
         const int64_t nblk = (P + B - 1) / B;
-        const size_t ws_len = size_t(C * B + (C * B * int64_t(sizeof(T)) + 7) / 8 + 5 * B);
+        const size_t ws_len = size_t(lrn_detail::backward_ws<T>(C, B));
         parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
           double* ws = lrn_detail::scratch(ws_len).data();
           for (int64_t task = b0; task < b1; ++task) {

@@ -53,16 +53,13 @@ void dispatch_lrn_pow(double beta, F&& f) {
 // and products of floats are far inside double's range and precision) or, for float64 inputs,
 // a compensated one (TwoSum), so a large value leaving the window does not wipe out the small
 // ones beside it. Non-finite values are counted, not summed: subtracting an inf that leaves
-// the window must not leave NaN behind. `w` is +1 to add v, -1 to remove it.
-// kSigned: v may be negative (gradient terms); squares need no -inf count.
-template <bool kCompensated, bool kSigned>
-PYNN_HOST_DEVICE void lrn_window_push(double& sum, double& comp, double& n_nan, double& n_pinf,
-                                      double& n_ninf, double v, double w) {
-  const bool finite = (v - v) == 0.0;  // false for NaN and +-inf
-  const double f = finite ? w * v : 0.0;
-  n_nan += (v != v) ? w : 0.0;
-  n_pinf += (v > 0.0 && !finite) ? w : 0.0;
-  if constexpr (kSigned) n_ninf += (v < 0.0 && !finite) ? w : 0.0;
+// the window must not leave NaN behind.
+// lrn_window_slide adds v_in and removes v_out (0 removes nothing). kSigned: values may be
+// negative (gradient terms); squares need no -inf count. The body is plain selects into
+// temporaries (no &&, no bool-to-double casts, no select feeding a select's accumulator twice):
+// that is the form GCC vectorises in the CPU pixel loops.
+template <bool kCompensated>
+PYNN_HOST_DEVICE void lrn_two_sum(double& sum, double& comp, double f) {
   if constexpr (kCompensated) {
     const double t = sum + f;
     const double bp = t - sum;
@@ -73,20 +70,42 @@ PYNN_HOST_DEVICE void lrn_window_push(double& sum, double& comp, double& n_nan, 
   }
 }
 
+template <bool kCompensated, bool kSigned>
+PYNN_HOST_DEVICE void lrn_window_slide(double& sum, double& comp, double& n_nan, double& n_pinf,
+                                       double& n_ninf, double v_in, double v_out) {
+  const double f_in = std::isfinite(v_in) ? v_in : 0.0;
+  const double f_out = std::isfinite(v_out) ? v_out : 0.0;
+  const double nan_in = v_in != v_in ? 1.0 : 0.0;
+  const double nan_out = v_out != v_out ? 1.0 : 0.0;
+  const double pinf_in = v_in == INFINITY ? 1.0 : 0.0;
+  const double pinf_out = v_out == INFINITY ? 1.0 : 0.0;
+  n_nan = n_nan + nan_in - nan_out;
+  n_pinf = n_pinf + pinf_in - pinf_out;
+  if constexpr (kSigned) {
+    const double ninf_in = v_in == -INFINITY ? 1.0 : 0.0;
+    const double ninf_out = v_out == -INFINITY ? 1.0 : 0.0;
+    n_ninf = n_ninf + ninf_in - ninf_out;
+  }
+  lrn_two_sum<kCompensated>(sum, comp, f_in);
+  lrn_two_sum<kCompensated>(sum, comp, -f_out);
+}
+
 PYNN_HOST_DEVICE double lrn_window_value(double sum, double comp, double n_nan, double n_pinf,
                                          double n_ninf) {
-  if (n_nan > 0.0 || (n_pinf > 0.0 && n_ninf > 0.0)) return NAN;
-  if (n_pinf > 0.0) return INFINITY;
-  if (n_ninf > 0.0) return -INFINITY;
-  return sum + comp;
+  const double r = sum + comp;
+  const double inf = n_pinf > 0.0 ? INFINITY : -INFINITY;
+  const double both = n_pinf > 0.0 ? n_ninf : 0.0;  // > 0 when +inf and -inf are both in
+  const double r1 = n_pinf + n_ninf > 0.0 ? inf : r;
+  const double r2 = both > 0.0 ? NAN : r1;
+  return n_nan > 0.0 ? NAN : r2;
 }
 
 // One pixel's window state, for the kernels that slide per pixel (CUDA, channels-last CPU).
 template <bool kCompensated, bool kSigned>
 struct LrnWindow {
   double sum = 0.0, comp = 0.0, n_nan = 0.0, n_pinf = 0.0, n_ninf = 0.0;
-  PYNN_HOST_DEVICE void push(double v, double w) {
-    lrn_window_push<kCompensated, kSigned>(sum, comp, n_nan, n_pinf, n_ninf, v, w);
+  PYNN_HOST_DEVICE void slide(double v_in, double v_out) {
+    lrn_window_slide<kCompensated, kSigned>(sum, comp, n_nan, n_pinf, n_ninf, v_in, v_out);
   }
   PYNN_HOST_DEVICE double value() const {
     return lrn_window_value(sum, comp, n_nan, n_pinf, n_ninf);
