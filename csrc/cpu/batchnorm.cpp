@@ -263,7 +263,7 @@ void channel_moments(const TensorView& input, const Layout& l, std::vector<BnMom
       for (int64_t i = b; i < e; ++i) {
         const int64_t c = i / N, n = i % N;
         const T* plane = x + n * sn + c * sc;
-        BnMoments m;
+        BnMoments m{};
         for (int64_t p0 = 0; p0 < P; p0 += kTile)
           m = bn_merge(m, run_moments(plane + p0, std::min(kTile, P - p0)));
         tiles[size_t(i)] = m;

@@ -14,8 +14,10 @@
 
 namespace pynn {
 
+// Count, mean and sum of squared deviations. Trivial (value-initialise with {}), so CUDA
+// kernels can keep arrays of it in shared memory.
 struct BnMoments {
-  double n = 0.0, mean = 0.0, m2 = 0.0;
+  double n, mean, m2;
 };
 
 // Welford: one more value.
@@ -30,7 +32,7 @@ PYNN_HOST_DEVICE void bn_welford_push(BnMoments& a, double x) {
 PYNN_HOST_DEVICE BnMoments bn_merge(const BnMoments& a, const BnMoments& b) {
   if (b.n == 0.0) return a;
   if (a.n == 0.0) return b;
-  BnMoments r;
+  BnMoments r{};
   r.n = a.n + b.n;
   const double d = b.mean - a.mean;
   const double fb = b.n / r.n;
