@@ -247,7 +247,9 @@ inline Layout layout_of(std::initializer_list<const TensorView*> ts) {
 }
 
 // Rows of the interleaved walk, R per tile.
-inline int64_t rows_per_tile(int64_t C) { return std::max<int64_t>(1, kTile / std::max<int64_t>(C, 1)); }
+inline int64_t rows_per_tile(int64_t C) {
+  return std::max<int64_t>(1, kTile / std::max<int64_t>(C, 1));
+}
 
 // Per-channel moments of x into `out` (C of them).
 template <class T>
@@ -270,7 +272,8 @@ void channel_moments(const TensorView& input, const Layout& l, std::vector<BnMom
       }
     });
     for (int64_t c = 0; c < C; ++c)
-      for (int64_t n = 0; n < N; ++n) out[size_t(c)] = bn_merge(out[size_t(c)], tiles[size_t(c * N + n)]);
+      for (int64_t n = 0; n < N; ++n)
+        out[size_t(c)] = bn_merge(out[size_t(c)], tiles[size_t(c * N + n)]);
     return;
   }
   const int64_t rows = N * P, R = rows_per_tile(C), ntiles = (rows + R - 1) / R;
@@ -341,8 +344,10 @@ void channel_grad_sums(const TensorView& grad_output, const TensorView& input, c
       double* s = a + C;
       for (int64_t r = t * R; r < std::min(rows, (t + 1) * R); ++r) {
         const int64_t n = r / P, p = r % P;
-        if (l.unit) row_grad_sums<T, true>(dy + n * gn + p * gp, gc, x + n * xn + p * xp, xc, C, mean, a, s);
-        else row_grad_sums<T, false>(dy + n * gn + p * gp, gc, x + n * xn + p * xp, xc, C, mean, a, s);
+        const T* dr = dy + n * gn + p * gp;
+        const T* xr = x + n * xn + p * xp;
+        if (l.unit) row_grad_sums<T, true>(dr, gc, xr, xc, C, mean, a, s);
+        else row_grad_sums<T, false>(dr, gc, xr, xc, C, mean, a, s);
       }
     }
   });
@@ -477,9 +482,11 @@ void batch_norm_backward_cpu(const TensorView& grad_output, const TensorView& in
     const T* x = input.ptr<T>();
     T* dx = grad_input->ptr<T>();
     const int64_t N = l.N, P = l.P;
-    const int64_t gn = grad_output.stride(0), gc = grad_output.stride(1), gp = grad_output.stride(2);
+    const int64_t gn = grad_output.stride(0), gc = grad_output.stride(1),
+                  gp = grad_output.stride(2);
     const int64_t xn = input.stride(0), xc = input.stride(1), xp = input.stride(2);
-    const int64_t dn = grad_input->stride(0), dc = grad_input->stride(1), dp = grad_input->stride(2);
+    const int64_t dn = grad_input->stride(0), dc = grad_input->stride(1),
+                  dp = grad_input->stride(2);
     if (l.planar) {
       parallel_for(0, N * C, std::max<int64_t>(1, kTile / P), [&](int64_t b0, int64_t b1) {
         for (int64_t i = b0; i < b1; ++i) {

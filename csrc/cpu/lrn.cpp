@@ -71,12 +71,12 @@ namespace lrn_detail {  // named: target_clones needs linkable symbols for its r
 // Pixels per planar block: the forward keeps 4 doubles of window state per pixel; the backward
 // keeps a t row (double) and a p row (T) per channel, sized to stay in L2.
 constexpr int64_t kForwardBlock = 512;
-constexpr int64_t kBackwardBytes = 96 * 1024;
+constexpr int64_t kBackwardBytes = 512 * 1024;
 
 template <class T>
 inline int64_t backward_block(int64_t C, int64_t P) {
   int64_t b = kBackwardBytes / ((C + 1) * int64_t(sizeof(double) + sizeof(T)));
-  b = std::max<int64_t>(16, b / 16 * 16);
+  b = std::max<int64_t>(64, b / 16 * 16);
   return std::min(b, P);
 }
 
@@ -95,10 +95,11 @@ inline bool all_finite(const double* sum, const double* comp, int64_t B) {
 // One channel of a planar forward block. Every pointer is a restrict parameter: GCC gives up
 // on run-time alias checks beyond ten pointer pairs and would leave this loop scalar.
 template <class T, LrnPow K, bool kWriteScale, bool kCounted>
-PYNN_LRN_ROW void forward_row(const T* __restrict in, const T* __restrict out, const T* __restrict xr,
-                        T* __restrict yr, T* __restrict sr, double* __restrict sum,
-                        double* __restrict comp, double* __restrict nn, double* __restrict np,
-                        int64_t B, double coef, double k, T beta) {
+PYNN_LRN_ROW void forward_row(const T* __restrict in, const T* __restrict out,
+                              const T* __restrict xr, T* __restrict yr, T* __restrict sr,
+                              double* __restrict sum, double* __restrict comp,
+                              double* __restrict nn, double* __restrict np, int64_t B,
+                              double coef, double k, T beta) {
   constexpr bool kComp = std::is_same_v<T, double>;
   for (int64_t i = 0; i < B; ++i) {
     double su = sum[i], co = kComp ? comp[i] : 0.0;
@@ -176,8 +177,9 @@ PYNN_LRN_ROW void backward_prime(const double* __restrict tr, double* st, int64_
 // st holds the window state rows: sum, comp, #nan, #+inf, #-inf.
 template <class T, bool kCounted>
 PYNN_LRN_ROW void backward_row(const double* __restrict in, const double* __restrict out,
-                         const T* __restrict gr, const T* __restrict xr, const T* __restrict pr,
-                         T* __restrict gir, double* st, int64_t B, double coef2) {
+                               const T* __restrict gr, const T* __restrict xr,
+                               const T* __restrict pr, T* __restrict gir, double* st, int64_t B,
+                               double coef2) {
   constexpr bool kComp = std::is_same_v<T, double>;
   double* __restrict sum = st;
   double* __restrict comp = st + B;
@@ -220,9 +222,10 @@ PYNN_LRN_ROW void backward_terms_row(const T* __restrict gr, const T* __restrict
 // The window over the t rows of a planar backward block, writing the grad rows; the fast walk
 // (kCounted = false) reports a non-finite t as forward_planar does.
 template <class T, bool kCounted>
-PYNN_LRN_ROW bool backward_slide(const double* t, const T* p, const T* g, int64_t gc, const T* x, int64_t xc,
-                    T* gi, int64_t gic, int64_t C, int64_t B, int64_t before, int64_t after,
-                    double coef2, double* st) {
+PYNN_LRN_ROW bool backward_slide(const double* t, const T* p, const T* g, int64_t gc,
+                                 const T* x, int64_t xc, T* gi, int64_t gic, int64_t C,
+                                 int64_t B, int64_t before, int64_t after, double coef2,
+                                 double* st) {
   constexpr bool kComp = std::is_same_v<T, double>;
   const double* zero = t + C * B;
   double* sum = st;
@@ -332,12 +335,17 @@ void lrn_forward_cpu(const TensorView& input, const TensorView& output, const Te
             T* sb = s ? s + n * sn + p0 : nullptr;
             const T bt = static_cast<T>(beta);
             using lrn_detail::forward_planar;
+            // The fast walk first; a block that held a NaN or inf is redone counted.
             if (s) {
-              if (!forward_planar<T, K, true, false>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws))
-                forward_planar<T, K, true, true>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws);
+              if (!forward_planar<T, K, true, false>(xb, xc, yb, yc, sb, sc, C, len, before,
+                                                     after, coef, k, bt, ws))
+                forward_planar<T, K, true, true>(xb, xc, yb, yc, sb, sc, C, len, before, after,
+                                                 coef, k, bt, ws);
             } else {
-              if (!forward_planar<T, K, false, false>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws))
-                forward_planar<T, K, false, true>(xb, xc, yb, yc, sb, sc, C, len, before, after, coef, k, bt, ws);
+              if (!forward_planar<T, K, false, false>(xb, xc, yb, yc, sb, sc, C, len, before,
+                                                      after, coef, k, bt, ws))
+                forward_planar<T, K, false, true>(xb, xc, yb, yc, sb, sc, C, len, before,
+                                                  after, coef, k, bt, ws);
             }
           }
         });

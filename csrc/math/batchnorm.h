@@ -62,8 +62,10 @@ PYNN_HOST_DEVICE void bn_update_running(T* running_mean, T* running_var, const B
                                         double momentum) {
   if (m.n == 0.0) return;  // torch leaves the running statistics alone for an empty batch
   const double var = m.m2 / (m.n - 1.0);
-  if (running_mean) *running_mean = static_cast<T>((1.0 - momentum) * *running_mean + momentum * m.mean);
-  if (running_var) *running_var = static_cast<T>((1.0 - momentum) * *running_var + momentum * var);
+  if (running_mean)
+    *running_mean = static_cast<T>((1.0 - momentum) * *running_mean + momentum * m.mean);
+  if (running_var)
+    *running_var = static_cast<T>((1.0 - momentum) * *running_var + momentum * var);
 }
 
 // The mean as hi + lo in T: x - hi is exact for x near the mean (Sterbenz), so (x - hi) - lo

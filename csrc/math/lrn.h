@@ -124,7 +124,8 @@ PYNN_HOST_DEVICE double lrn_grad_term(T g, T a, T scale, T beta) {
   return static_cast<double>(g * a * lrn_pow_neg<K>(scale, beta) / scale);
 }
 
-// grad_a_j from its own factor p_j = scale_j^-beta and the window sum of t; coef2 = 2*alpha*beta/size.
+// grad_a_j from its own factor p_j = scale_j^-beta and the window sum of t;
+// coef2 = 2 * alpha * beta / size.
 template <class T>
 PYNN_HOST_DEVICE T lrn_grad_input(T g, T a, T p, double t_window, double coef2) {
   return static_cast<T>(static_cast<double>(g * p) - coef2 * static_cast<double>(a) * t_window);
