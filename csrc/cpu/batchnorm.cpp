@@ -107,6 +107,13 @@ void batch_norm_check_backward(const TensorView& grad_output, const TensorView& 
 namespace bn_detail {  // named: target_clones needs linkable symbols for its resolvers
 
 constexpr int64_t kTile = 16384;  // elements per tile (64 KiB of float32)
+// Fewer elements than this per thread cost more in waking a worker than they save (small
+// batches, (N, C) inputs), so the loops below hand out at least this much work per chunk.
+constexpr int64_t kMinPerThread = 65536;
+
+inline int64_t grain_for(int64_t elems_per_item) {
+  return std::max<int64_t>(1, kMinPerThread / std::max<int64_t>(elems_per_item, 1));
+}
 constexpr int kLanes = 16;        // independent accumulators, so the sums vectorise
 
 // Moments of n contiguous values: mean, then squared deviations from it.
@@ -261,7 +268,7 @@ void channel_moments(const TensorView& input, const Layout& l, std::vector<BnMom
   if (l.planar) {
     // tiles[c * N + n]: the (n, c) plane, itself merged from runs of kTile.
     std::vector<BnMoments> tiles(size_t(N * C));
-    parallel_for(0, N * C, std::max<int64_t>(1, kTile / P), [&](int64_t b, int64_t e) {
+    parallel_for(0, N * C, grain_for(P), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t c = i / N, n = i % N;
         const T* plane = x + n * sn + c * sc;
@@ -278,7 +285,7 @@ void channel_moments(const TensorView& input, const Layout& l, std::vector<BnMom
   }
   const int64_t rows = N * P, R = rows_per_tile(C), ntiles = (rows + R - 1) / R;
   std::vector<double> ws(size_t(ntiles * C * 2));  // per tile: C means, then C M2s
-  parallel_for(0, ntiles, 1, [&](int64_t b, int64_t e) {
+  parallel_for(0, ntiles, grain_for(R * C), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t r0 = t * R, r1 = std::min(rows, r0 + R);
       double* mean = ws.data() + t * C * 2;
@@ -320,7 +327,7 @@ void channel_grad_sums(const TensorView& grad_output, const TensorView& input, c
   sum_dy_xmu.assign(size_t(C), 0.0);
   if (l.planar) {
     std::vector<double> tiles(size_t(N * C * 2));
-    parallel_for(0, N * C, std::max<int64_t>(1, kTile / P), [&](int64_t b, int64_t e) {
+    parallel_for(0, N * C, grain_for(P), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t c = i / N, n = i % N;
         double a = 0.0, s = 0.0;
@@ -338,7 +345,7 @@ void channel_grad_sums(const TensorView& grad_output, const TensorView& input, c
   }
   const int64_t rows = N * P, R = rows_per_tile(C), ntiles = (rows + R - 1) / R;
   std::vector<double> ws(size_t(ntiles * C * 2), 0.0);
-  parallel_for(0, ntiles, 1, [&](int64_t b, int64_t e) {
+  parallel_for(0, ntiles, grain_for(R * C), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       double* a = ws.data() + t * C * 2;
       double* s = a + C;
@@ -411,7 +418,7 @@ void batch_norm_forward_cpu(const TensorView& input, const OptView& weight, cons
     const int64_t xn = input.stride(0), xc = input.stride(1), xp = input.stride(2);
     const int64_t yn = output.stride(0), yc = output.stride(1), yp = output.stride(2);
     if (l.planar) {
-      parallel_for(0, N * C, std::max<int64_t>(1, kTile / P), [&](int64_t b0, int64_t b1) {
+      parallel_for(0, N * C, grain_for(P), [&](int64_t b0, int64_t b1) {
         for (int64_t i = b0; i < b1; ++i) {
           const int64_t n = i / C, c = i % C;
           run_forward(x + n * xn + c * xc, y + n * yn + c * yc, P, k[size_t(c)]);
@@ -426,7 +433,7 @@ void batch_norm_forward_cpu(const TensorView& input, const OptView& weight, cons
       a.a[size_t(c)] = k[size_t(c)].scale;
       a.b[size_t(c)] = k[size_t(c)].shift;
     }
-    parallel_for(0, N * P, rows_per_tile(C), [&](int64_t r0, int64_t r1) {
+    parallel_for(0, N * P, grain_for(C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t n = r / P, p = r % P;
         if (l.unit)
@@ -488,7 +495,7 @@ void batch_norm_backward_cpu(const TensorView& grad_output, const TensorView& in
     const int64_t dn = grad_input->stride(0), dc = grad_input->stride(1),
                   dp = grad_input->stride(2);
     if (l.planar) {
-      parallel_for(0, N * C, std::max<int64_t>(1, kTile / P), [&](int64_t b0, int64_t b1) {
+      parallel_for(0, N * C, grain_for(P), [&](int64_t b0, int64_t b1) {
         for (int64_t i = b0; i < b1; ++i) {
           const int64_t n = i / C, c = i % C;
           run_backward(dy + n * gn + c * gc, x + n * xn + c * xc, dx + n * dn + c * dc, P,
@@ -505,7 +512,7 @@ void batch_norm_backward_cpu(const TensorView& grad_output, const TensorView& in
       a.b[size_t(c)] = k[size_t(c)].k_xmu;
       a.c[size_t(c)] = k[size_t(c)].k_0;
     }
-    parallel_for(0, N * P, rows_per_tile(C), [&](int64_t r0, int64_t r1) {
+    parallel_for(0, N * P, grain_for(C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t n = r / P, p = r % P;
         if (l.unit)
