@@ -213,9 +213,10 @@ PYNN_LRN_ROW void backward_terms_row(const T* __restrict gr, const T* __restrict
                                      const T* __restrict sr, double* __restrict tr,
                                      T* __restrict pr, int64_t B, T beta) {
   for (int64_t i = 0; i < B; ++i) {
-    const T pv = lrn_pow_neg<K>(sr[i], beta);
+    T pv, pos;
+    lrn_pow_pair<K>(sr[i], beta, pv, pos);
     pr[i] = pv;
-    tr[i] = static_cast<double>(gr[i] * xr[i] * pv / sr[i]);
+    tr[i] = static_cast<double>(gr[i] * xr[i] * pos);
   }
 }
 

@@ -118,17 +118,39 @@ PYNN_HOST_DEVICE T lrn_scale(double window_sq_sum, double coef, double k) {
   return static_cast<T>(k + coef * window_sq_sum);
 }
 
+// p = s^-beta and p / s = s^(-beta-1) together, with one division.
+template <LrnPow K, class T>
+PYNN_HOST_DEVICE void lrn_pow_pair(T s, T beta, T& p, T& p_over_s) {
+  if constexpr (K == LrnPow::ThreeQuarters) {
+    const T inv = T(1) / s;
+    p = std::sqrt(std::sqrt(s)) * inv;  // s^(1/4) / s
+    p_over_s = p * inv;
+  } else if constexpr (K == LrnPow::Half) {
+    const T inv = T(1) / s;
+    p = std::sqrt(inv);
+    p_over_s = p * inv;
+  } else if constexpr (K == LrnPow::One) {
+    p = T(1) / s;
+    p_over_s = p * p;
+  } else {
+    p = std::pow(s, -beta);
+    p_over_s = p / s;
+  }
+}
+
 // t_c of the gradient: the term channel c contributes to its mirrored window.
 template <LrnPow K, class T>
 PYNN_HOST_DEVICE double lrn_grad_term(T g, T a, T scale, T beta) {
-  return static_cast<double>(g * a * lrn_pow_neg<K>(scale, beta) / scale);
+  T p, p_over_s;
+  lrn_pow_pair<K>(scale, beta, p, p_over_s);
+  return static_cast<double>(g * a * p_over_s);
 }
 
-// grad_a_j from its own factor p_j = scale_j^-beta and the window sum of t;
-// coef2 = 2 * alpha * beta / size.
+// grad_a_j from its own factor p_j = scale_j^-beta and the window sum of t, in T (the window
+// sum is the only part that needs double); coef2 = 2 * alpha * beta / size.
 template <class T>
 PYNN_HOST_DEVICE T lrn_grad_input(T g, T a, T p, double t_window, double coef2) {
-  return static_cast<T>(static_cast<double>(g * p) - coef2 * static_cast<double>(a) * t_window);
+  return g * p - static_cast<T>(coef2) * a * static_cast<T>(t_window);
 }
 
 }  // namespace pynn
