@@ -169,10 +169,15 @@ def test_running_statistics_over_steps(momentum, device, dtype):
     assert_close(ours(x), ref(x))
 
 
-def test_large_mean_float32(device):
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc"])
+def test_large_mean_float32(layout, device):
     # mean 1e4, std 1: float32 keeps only ~1e-3 of the spread in each value; the statistics and
     # the normalisation must not lose more than that.
     x = torch.randn(16, 4, 9, 9, device=device) + 1e4
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "nc":
+        x = x.permute(0, 2, 3, 1).reshape(-1, 4)
     xd = x.double()
     rm, rv = torch.zeros(4, device=device), torch.ones(4, device=device)
     rmd, rvd = rm.double(), rv.double()
@@ -191,6 +196,10 @@ def test_large_mean_float32(device):
     w = torch.ones(4, device=device, requires_grad=True)
     F.batch_norm(a, None, None, w, None, True).backward(torch.randn_like(x))
     assert torch.isfinite(a.grad).all() and torch.isfinite(w.grad).all()
+    # the saved statistics feed eval mode too
+    ye = F.batch_norm(x, rm, rv, training=False)
+    yde = TF.batch_norm(xd, rmd, rvd, training=False)
+    torch.testing.assert_close(ye.double(), yde, rtol=0, atol=2e-3)
 
 
 def test_large_mean_gradients_float32(device):
