@@ -1,7 +1,9 @@
-// LRN on the CPU. Two walks over the (N, C, P) view, both O(C) per pixel:
+// LRN on the CPU. Walks over the (N, C, P) view, all O(C) per pixel:
 //  - planar (P has stride 1, NCHW): a block of pixels of one sample slides its window down the
 //    channels together, so every step is a vector loop over contiguous pixels;
-//  - per pixel (any other strides, channels last at its best): one pixel at a time.
+//  - gathered (any other strides with P > 1, channels last): a block of pixels is copied into
+//    channel rows, walked as planar, and copied back;
+//  - per pixel (P == 1): one pixel at a time.
 // The hot loops are compiled for AVX-512, AVX2 and baseline x86-64 (target_clones).
 #include "ops/lrn.h"
 
@@ -267,6 +269,29 @@ PYNN_LRN_MULTIVERSION void backward_planar(const T* g, int64_t gc, const T* x, i
     backward_slide<T, true>(t, p, g, gc, x, xc, gi, gic, C, B, before, after, coef2, st);
 }
 
+// Other layouts (channels last) go through the planar walk too: a block of pixels is gathered
+// into channel rows in a buffer, walked, and the results scattered back. The copies stay in
+// cache; the walk is then the same vectorised code as for NCHW.
+constexpr int64_t kGatherBlock = 128;
+
+template <class T>
+void gather_rows(const T* src, int64_t sc, int64_t sp, int64_t C, int64_t len, T* dst) {
+  for (int64_t q = 0; q < len; ++q)
+    for (int64_t c = 0; c < C; ++c) dst[c * len + q] = src[q * sp + c * sc];
+}
+
+template <class T>
+void scatter_rows(const T* src, int64_t C, int64_t len, T* dst, int64_t dc, int64_t dp) {
+  for (int64_t q = 0; q < len; ++q)
+    for (int64_t c = 0; c < C; ++c) dst[q * dp + c * dc] = src[c * len + q];
+}
+
+// Doubles needed for n values of T.
+template <class T>
+inline int64_t doubles_for(int64_t n) {
+  return (n * int64_t(sizeof(T)) + 7) / 8;
+}
+
 template <class T, LrnPow K>
 void forward_pixel(const T* x, int64_t xc, T* y, int64_t yc, T* s, int64_t sc, int64_t C,
                    int64_t before, int64_t after, double coef, double k, T beta) {
@@ -350,6 +375,28 @@ void lrn_forward_cpu(const TensorView& input, const TensorView& output, const Te
             }
           }
         });
+      } else if (P > 1) {
+        using namespace lrn_detail;
+        const int64_t B = std::min(kGatherBlock, P);
+        const int64_t nblk = (P + B - 1) / B;
+        const int64_t cb = doubles_for<T>(C * B);
+        parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
+          double* ws = scratch(size_t(5 * B + 3 * cb)).data();
+          T* xt = reinterpret_cast<T*>(ws + 5 * B);
+          T* yt = reinterpret_cast<T*>(ws + 5 * B + cb);
+          T* stt = reinterpret_cast<T*>(ws + 5 * B + 2 * cb);
+          const T bt = static_cast<T>(beta);
+          for (int64_t task = b0; task < b1; ++task) {
+            const int64_t n = task / nblk, p0 = (task % nblk) * B, len = std::min(B, P - p0);
+            gather_rows(x + n * xn + p0 * xp, xc, xp, C, len, xt);
+            if (!forward_planar<T, K, true, false>(xt, len, yt, len, stt, len, C, len, before,
+                                                   after, coef, k, bt, ws))
+              forward_planar<T, K, true, true>(xt, len, yt, len, stt, len, C, len, before, after,
+                                               coef, k, bt, ws);
+            scatter_rows(yt, C, len, y + n * yn + p0 * yp, yc, yp);
+            if (s) scatter_rows(stt, C, len, s + n * sn + p0 * sp, sc, sp);
+          }
+        });
       } else {
         const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1));
         parallel_for(0, N * P, grain, [&](int64_t b0, int64_t b1) {
@@ -401,6 +448,27 @@ void lrn_backward_cpu(const TensorView& grad_output, const TensorView& input,
                 g + n * st[0][0] + p0, st[0][1], x + n * st[1][0] + p0, st[1][1],
                 s + n * st[2][0] + p0, st[2][1], gi + n * st[3][0] + p0, st[3][1], C, len,
                 before, after, coef2, static_cast<T>(beta), ws);
+          }
+        });
+      } else if (P > 1) {
+        using namespace lrn_detail;
+        const int64_t B = std::min(kGatherBlock, P);
+        const int64_t nblk = (P + B - 1) / B;
+        const int64_t cb = doubles_for<T>(C * B), inner = backward_ws<T>(C, B);
+        parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
+          double* ws = scratch(size_t(inner + 4 * cb)).data();
+          T* gt = reinterpret_cast<T*>(ws + inner);
+          T* xt = reinterpret_cast<T*>(ws + inner + cb);
+          T* stt = reinterpret_cast<T*>(ws + inner + 2 * cb);
+          T* it = reinterpret_cast<T*>(ws + inner + 3 * cb);
+          for (int64_t task = b0; task < b1; ++task) {
+            const int64_t n = task / nblk, p0 = (task % nblk) * B, len = std::min(B, P - p0);
+            gather_rows(g + n * st[0][0] + p0 * st[0][2], st[0][1], st[0][2], C, len, gt);
+            gather_rows(x + n * st[1][0] + p0 * st[1][2], st[1][1], st[1][2], C, len, xt);
+            gather_rows(s + n * st[2][0] + p0 * st[2][2], st[2][1], st[2][2], C, len, stt);
+            backward_planar<T, K>(gt, len, xt, len, stt, len, it, len, C, len, before, after,
+                                  coef2, static_cast<T>(beta), ws);
+            scatter_rows(it, C, len, gi + n * st[3][0] + p0 * st[3][2], st[3][1], st[3][2]);
           }
         });
       } else {

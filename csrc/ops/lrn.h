@@ -1,8 +1,8 @@
 #pragma once
 // Local response normalisation across channels (torch.nn.functional.local_response_norm).
 // Every tensor is viewed as (N, C, P): P is all spatial dims flattened. Any strides are accepted;
-// the CPU kernels vectorise over pixels when P has stride 1 (NCHW); other layouts (channels
-// last) take a scalar walk per pixel, still O(C).
+// the CPU kernels vectorise over pixels, directly when P has stride 1 (NCHW), through a
+// gathered copy of each block of pixels otherwise (channels last).
 // `scale` (k + alpha/size * window sum of squares) is written by the forward for the backward;
 // an empty scale of another shape than the input's skips writing it (inference).
 #include <cstdint>

@@ -33,7 +33,9 @@ def cases():
                             make=_make(shape, 5, backward), flops=n * (20 if backward else 8),
                             bytes=4 * n * (6 if backward else 2), quick=quick))
     shape = (32, 96, 55, 55)
-    out.append(Case(group="lrn", name="32x96x55x55/size5/channels_last", mode="forward",
-                    make=_make(shape, 5, False, channels_last=True), flops=0,
-                    bytes=4 * 32 * 96 * 55 * 55 * 2))
+    for backward in (False, True):
+        out.append(Case(group="lrn", name="32x96x55x55/size5/channels_last",
+                        mode="forward+backward" if backward else "forward",
+                        make=_make(shape, 5, backward, channels_last=True),
+                        bytes=4 * 32 * 96 * 55 * 55 * (6 if backward else 2)))
     return out
