@@ -78,14 +78,8 @@ constexpr int64_t kBackwardBytes = 512 * 1024;
 template <class T>
 inline int64_t backward_block(int64_t C, int64_t P) {
   int64_t b = kBackwardBytes / ((C + 1) * int64_t(sizeof(double) + sizeof(T)));
-  b = std::max<int64_t>(64, b / 16 * 16);
+  b = std::max<int64_t>(16, b / 16 * 16);
   return std::min(b, P);
-}
-
-inline std::vector<double>& scratch(size_t n) {
-  thread_local std::vector<double> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
 }
 
 inline bool all_finite(const double* sum, const double* comp, int64_t B) {
@@ -274,6 +268,14 @@ PYNN_LRN_MULTIVERSION void backward_planar(const T* g, int64_t gc, const T* x, i
 // cache; the walk is then the same vectorised code as for NCHW.
 constexpr int64_t kGatherBlock = 128;
 
+// Pixels per gathered block: kGatherBlock, fewer when `copies` channel-row buffers of that
+// many pixels would not fit the backward's L2 budget (very many channels).
+template <class T>
+inline int64_t gather_block(int64_t C, int64_t P, int64_t copies) {
+  const int64_t fit = kBackwardBytes / (copies * C * int64_t(sizeof(T)));
+  return std::min(std::max<int64_t>(16, std::min(kGatherBlock, fit)), P);
+}
+
 template <class T>
 void gather_rows(const T* src, int64_t sc, int64_t sp, int64_t C, int64_t len, T* dst) {
   for (int64_t q = 0; q < len; ++q)
@@ -353,7 +355,8 @@ void lrn_forward_cpu(const TensorView& input, const TensorView& output, const Te
         const int64_t B = std::min(lrn_detail::kForwardBlock, P);
         const int64_t nblk = (P + B - 1) / B;
         parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
-          double* ws = lrn_detail::scratch(size_t(5 * B)).data();
+          std::vector<double> buf(static_cast<size_t>(5 * B));  // per chunk, freed after the call
+          double* ws = buf.data();
           for (int64_t task = b0; task < b1; ++task) {
             const int64_t n = task / nblk, p0 = (task % nblk) * B, len = std::min(B, P - p0);
             const T* xb = x + n * xn + p0;
@@ -377,11 +380,12 @@ void lrn_forward_cpu(const TensorView& input, const TensorView& output, const Te
         });
       } else if (P > 1) {
         using namespace lrn_detail;
-        const int64_t B = std::min(kGatherBlock, P);
+        const int64_t B = gather_block<T>(C, P, 3);
         const int64_t nblk = (P + B - 1) / B;
         const int64_t cb = doubles_for<T>(C * B);
         parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
-          double* ws = scratch(size_t(5 * B + 3 * cb)).data();
+          std::vector<double> buf(size_t(5 * B + 3 * cb));
+          double* ws = buf.data();
           T* xt = reinterpret_cast<T*>(ws + 5 * B);
           T* yt = reinterpret_cast<T*>(ws + 5 * B + cb);
           T* stt = reinterpret_cast<T*>(ws + 5 * B + 2 * cb);
@@ -441,7 +445,8 @@ void lrn_backward_cpu(const TensorView& grad_output, const TensorView& input,
         const int64_t nblk = (P + B - 1) / B;
         const size_t ws_len = size_t(lrn_detail::backward_ws<T>(C, B));
         parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
-          double* ws = lrn_detail::scratch(ws_len).data();
+          std::vector<double> buf(ws_len);
+          double* ws = buf.data();
           for (int64_t task = b0; task < b1; ++task) {
             const int64_t n = task / nblk, p0 = (task % nblk) * B, len = std::min(B, P - p0);
             lrn_detail::backward_planar<T, K>(
@@ -452,11 +457,12 @@ void lrn_backward_cpu(const TensorView& grad_output, const TensorView& input,
         });
       } else if (P > 1) {
         using namespace lrn_detail;
-        const int64_t B = std::min(kGatherBlock, P);
+        const int64_t B = std::min(gather_block<T>(C, P, 4), backward_block<T>(C, P));
         const int64_t nblk = (P + B - 1) / B;
         const int64_t cb = doubles_for<T>(C * B), inner = backward_ws<T>(C, B);
         parallel_for(0, N * nblk, 1, [&](int64_t b0, int64_t b1) {
-          double* ws = scratch(size_t(inner + 4 * cb)).data();
+          std::vector<double> buf(size_t(inner + 4 * cb));
+          double* ws = buf.data();
           T* gt = reinterpret_cast<T*>(ws + inner);
           T* xt = reinterpret_cast<T*>(ws + inner + cb);
           T* stt = reinterpret_cast<T*>(ws + inner + 2 * cb);
@@ -474,7 +480,8 @@ void lrn_backward_cpu(const TensorView& grad_output, const TensorView& input,
       } else {
         const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1));
         parallel_for(0, N * P, grain, [&](int64_t b0, int64_t b1) {
-          double* t = lrn_detail::scratch(size_t(C)).data();
+          std::vector<double> buf(static_cast<size_t>(C));
+          double* t = buf.data();
           for (int64_t i = b0; i < b1; ++i) {
             const int64_t n = i / P, q = i % P;
             auto at = [&](int k) { return n * st[k][0] + q * st[k][2]; };
