@@ -15,6 +15,8 @@
 #include "ops/loss.h"
 #include "ops/softmax.h"
 #include "ops/rnn.h"
+#include "ops/lrn.h"
+#include "ops/batchnorm.h"
 
 namespace py = pybind11;
 
@@ -97,4 +99,8 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, rnn_forward);
   PYNN_DEF(m, rnn_backward);
   PYNN_DEF(m, rnn_dropout);
+  PYNN_DEF(m, lrn_forward);
+  PYNN_DEF(m, lrn_backward);
+  PYNN_DEF(m, batch_norm_forward);
+  PYNN_DEF(m, batch_norm_backward);
 }
