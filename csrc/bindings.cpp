@@ -8,6 +8,7 @@
 #include "core/pybind_view.h"
 #include "ops/activation.h"
 #include "ops/gemm.h"
+#include "ops/pool.h"
 
 namespace py = pybind11;
 
@@ -61,4 +62,13 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, matmul);
   PYNN_DEF(m, activation_forward);
   PYNN_DEF(m, activation_backward);
+
+  // pooling (csrc/cpu/pool.cpp, csrc/cuda/pool.cu)
+  m.def("pool_output_size", &pynn::pool_output_size_host);
+  PYNN_DEF(m, max_pool2d_forward);
+  PYNN_DEF(m, max_pool2d_backward);
+  PYNN_DEF(m, avg_pool2d_forward);
+  PYNN_DEF(m, avg_pool2d_backward);
+  PYNN_DEF(m, adaptive_avg_pool2d_forward);
+  PYNN_DEF(m, adaptive_avg_pool2d_backward);
 }

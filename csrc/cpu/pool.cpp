@@ -1,0 +1,549 @@
+// CPU pooling. NCHW work is split by planes: each output row is computed for all its "interior"
+// columns (windows wholly inside the input) at once, tap by tap, so the inner loop is a
+// branch-free strided sweep that the compiler vectorises; border columns take the general path.
+// NHWC work is split by output pixels and vectorises over channels. Window bounds, divisors and
+// covering ranges all come from math/pool.h, the same functions the CUDA kernels call.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/parallel.h"
+#include "math/pool.h"
+#include "ops/pool.h"
+
+namespace pynn {
+
+int64_t pool_output_size_host(int64_t in, int64_t kernel, int64_t stride, int64_t pad,
+                              int64_t dilation, bool ceil_mode) {
+  PYNN_CHECK(stride > 0 && dilation > 0, "pool_output_size: stride and dilation must be positive");
+  return pool_output_size(in, kernel, stride, pad, dilation, ceil_mode);
+}
+
+namespace {
+
+constexpr int64_t kGrain = 16384;  // elements of work per task, at least
+
+// Planes per task so that each task touches about kGrain elements.
+int64_t plane_grain(int64_t plane_elems) {
+  return std::max<int64_t>(1, kGrain / std::max<int64_t>(plane_elems, 1));
+}
+
+// Column-wise facts shared by every row and plane of one call.
+struct MaxColumns {
+  std::vector<MaxTaps> taps;  // per output column
+  int64_t lo = 0, hi = 0;     // columns [lo, hi) have all kernel taps inside the input
+};
+
+MaxColumns max_columns(const PoolDim& d) {
+  MaxColumns c;
+  c.taps.resize(d.out);
+  c.lo = d.out;
+  for (int64_t o = 0; o < d.out; ++o) {
+    c.taps[o] = max_pool_taps(o, d);
+    const bool interior = c.taps[o].count == d.kernel && c.taps[o].first == o * d.stride - d.pad;
+    if (interior && c.lo == d.out) c.lo = o;
+    if (interior) c.hi = o + 1;
+  }
+  if (c.hi < c.lo) c.hi = c.lo;
+  return c;
+}
+
+// One tap over a run of n interior outputs: y[i] = max(y[i], r[i*S]) with the argmax as well.
+// S > 0 fixes the stride at compile time (the common 1 and 2); S == 0 reads it from `stride`.
+template <int S, class T, class I, bool kIdx>
+inline void max_tap_run(const T* __restrict r, T* __restrict y, I* __restrict ind, int64_t n,
+                        int64_t stride, int64_t base) {
+  const int64_t st = S > 0 ? S : stride;
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = r[i * st];
+    const bool take = max_pool_takes(v, y[i]);
+    y[i] = take ? v : y[i];
+    if constexpr (kIdx) ind[i] = take ? static_cast<I>(base + i * st) : ind[i];
+  }
+}
+
+template <int S, class T, class I, bool kIdx>
+void max_interior_row(const T* x, T* y, I* ind, int64_t n, int64_t w0, const MaxTaps& th,
+                      const MaxPoolParams& p) {
+  const int64_t W = p.w.in, sw = p.w.stride;
+  {
+    // The first tap seeds the running max; torch's -inf start gives the same value and index.
+    const int64_t base = th.first * W + w0;
+    const T* r = x + base;
+    const int64_t st = S > 0 ? S : sw;
+    for (int64_t i = 0; i < n; ++i) {
+      y[i] = r[i * st];
+      if constexpr (kIdx) ind[i] = static_cast<I>(base + i * st);
+    }
+  }
+  for (int64_t jh = 0; jh < th.count; ++jh) {
+    const int64_t row = (th.first + jh * p.h.dilation) * W + w0;
+    for (int64_t jw = (jh == 0 ? 1 : 0); jw < p.w.kernel; ++jw) {
+      const int64_t base = row + jw * p.w.dilation;
+      max_tap_run<S, T, I, kIdx>(x + base, y, ind, n, sw, base);
+    }
+  }
+}
+
+// The general window scan, in torch's order (rows, then columns).
+template <class T, class I, bool kIdx>
+inline void max_window(const T* x, T* y, I* ind, const MaxTaps& th, const MaxTaps& tw,
+                       const MaxPoolParams& p) {
+  const int64_t W = p.w.in;
+  T best = -std::numeric_limits<T>::infinity();
+  int64_t arg = th.first * W + tw.first;
+  for (int64_t jh = 0; jh < th.count; ++jh) {
+    const int64_t h = th.first + jh * p.h.dilation;
+    for (int64_t jw = 0; jw < tw.count; ++jw) {
+      const int64_t idx = h * W + tw.first + jw * p.w.dilation;
+      const T v = x[idx];
+      if (max_pool_takes(v, best)) {
+        best = v;
+        arg = idx;
+      }
+    }
+  }
+  *y = best;
+  if constexpr (kIdx) *ind = static_cast<I>(arg);
+}
+
+template <class T, class I, bool kIdx>
+void max_plane_nchw(const T* x, T* y, I* ind, const MaxPoolParams& p, const MaxColumns& cols) {
+  const int64_t OW = p.w.out;
+  const int64_t n = cols.hi - cols.lo, w0 = cols.lo * p.w.stride - p.w.pad;
+  for (int64_t oh = 0; oh < p.h.out; ++oh) {
+    const MaxTaps th = max_pool_taps(oh, p.h);
+    T* yr = y + oh * OW;
+    I* ir = kIdx ? ind + oh * OW : nullptr;
+    const bool fast = th.count > 0 && n > 0;
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      if (fast && ow == cols.lo) ow = cols.hi;
+      if (ow == OW) break;
+      max_window<T, I, kIdx>(x, yr + ow, kIdx ? ir + ow : nullptr, th, cols.taps[ow], p);
+    }
+    if (!fast) continue;
+    I* irun = kIdx ? ir + cols.lo : nullptr;
+    if (p.w.stride == 1)
+      max_interior_row<1, T, I, kIdx>(x, yr + cols.lo, irun, n, w0, th, p);
+    else if (p.w.stride == 2)
+      max_interior_row<2, T, I, kIdx>(x, yr + cols.lo, irun, n, w0, th, p);
+    else
+      max_interior_row<0, T, I, kIdx>(x, yr + cols.lo, irun, n, w0, th, p);
+  }
+}
+
+template <class T, class I, bool kIdx>
+void max_forward_nchw(const T* x, T* y, I* ind, const PoolGeometry& g, const MaxPoolParams& p) {
+  const MaxColumns cols = max_columns(p.w);
+  const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+  parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl)
+      max_plane_nchw<T, I, kIdx>(x + pl * in_plane, y + pl * out_plane,
+                                 kIdx ? ind + pl * out_plane : nullptr, p, cols);
+  });
+}
+
+template <class T, class I, bool kIdx>
+void max_forward_nhwc(const T* x, T* y, I* ind, const PoolGeometry& g, const MaxPoolParams& p) {
+  const int64_t C = g.C, W = g.W;
+  const MaxColumns cols = max_columns(p.w);
+  const int64_t row_work = std::max<int64_t>(1, g.OW * C * p.h.kernel * p.w.kernel);
+  parallel_for(0, g.N * g.OH, std::max<int64_t>(1, kGrain / row_work), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      const MaxTaps th = max_pool_taps(oh, p.h);
+      const T* xn = x + n * g.H * W * C;
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const MaxTaps& tw = cols.taps[ow];
+        T* yv = y + (r * g.OW + ow) * C;
+        I* iv = kIdx ? ind + (r * g.OW + ow) * C : nullptr;
+        if (th.count == 0 || tw.count == 0) {
+          for (int64_t c = 0; c < C; ++c) yv[c] = -std::numeric_limits<T>::infinity();
+          if constexpr (kIdx)
+            for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(th.first * W + tw.first);
+          continue;
+        }
+        bool first = true;
+        for (int64_t jh = 0; jh < th.count; ++jh) {
+          const int64_t h = th.first + jh * p.h.dilation;
+          for (int64_t jw = 0; jw < tw.count; ++jw) {
+            const int64_t flat = h * W + tw.first + jw * p.w.dilation;
+            const T* __restrict xv = xn + flat * C;
+            if (first) {
+              std::memcpy(yv, xv, sizeof(T) * C);
+              if constexpr (kIdx)
+                for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(flat);
+              first = false;
+              continue;
+            }
+            for (int64_t c = 0; c < C; ++c) {
+              const T v = xv[c];
+              const bool take = max_pool_takes(v, yv[c]);
+              yv[c] = take ? v : yv[c];
+              if constexpr (kIdx) iv[c] = take ? static_cast<I>(flat) : iv[c];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Scatter: each window's gradient goes to its argmax, summed in output order where windows
+// overlap. Windows with no tap inside the input (dilation only) have no argmax and give nothing.
+template <class T, class I>
+void max_backward_nchw(const T* go, const I* ind, T* gi, const PoolGeometry& g,
+                       const MaxPoolParams& p, const char* op) {
+  const MaxColumns cols = max_columns(p.w);
+  const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+  parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      T* gp = gi + pl * in_plane;
+      std::fill(gp, gp + in_plane, T(0));
+      const T* gop = go + pl * out_plane;
+      const I* ip = ind + pl * out_plane;
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        if (max_pool_taps(oh, p.h).count == 0) continue;
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+          if (cols.taps[ow].count == 0) continue;
+          const int64_t o = oh * g.OW + ow;
+          const int64_t idx = static_cast<int64_t>(ip[o]);
+          PYNN_CHECK(idx >= 0 && idx < in_plane, op, ": indices holds ", idx,
+                     ", outside the input plane of ", in_plane, " elements");
+          gp[idx] += gop[o];
+        }
+      }
+    }
+  });
+}
+
+template <class T, class I>
+void max_backward_nhwc(const T* go, const I* ind, T* gi, const PoolGeometry& g,
+                       const MaxPoolParams& p, const char* op) {
+  const int64_t C = g.C, in_plane = g.H * g.W;
+  const MaxColumns cols = max_columns(p.w);
+  // Tasks own (sample, channel block) pairs: the scatter never crosses channels, so tasks never
+  // write the same element, and a batch of one still splits.
+  constexpr int64_t kCB = 64;
+  const int64_t nblocks = (C + kCB - 1) / kCB;
+  const int64_t task_work = std::max<int64_t>(1, (in_plane + g.OH * g.OW) * std::min(C, kCB));
+  parallel_for(0, g.N * nblocks, std::max<int64_t>(1, kGrain / task_work), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t n = t / nblocks, c0 = (t % nblocks) * kCB, c1 = std::min(C, c0 + kCB);
+      T* gn = gi + n * in_plane * C;
+      for (int64_t i = 0; i < in_plane; ++i)
+        std::fill(gn + i * C + c0, gn + i * C + c1, T(0));
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        if (max_pool_taps(oh, p.h).count == 0) continue;
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+          if (cols.taps[ow].count == 0) continue;
+          const int64_t o = ((n * g.OH + oh) * g.OW + ow) * C;
+          for (int64_t c = c0; c < c1; ++c) {
+            const int64_t idx = static_cast<int64_t>(ind[o + c]);
+            PYNN_CHECK(idx >= 0 && idx < in_plane, op, ": indices holds ", idx,
+                       ", outside the input plane of ", in_plane, " elements");
+            gn[idx * C + c] += go[o + c];
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- average pooling ----
+
+struct AvgTables {
+  std::vector<AvgWindow> hwin, wwin;  // per output row / column
+  int64_t lo = 0, hi = 0;             // columns whose window is a full, unclipped kernel
+};
+
+AvgTables avg_tables(const AvgPoolParams& p) {
+  AvgTables t;
+  t.hwin.resize(p.h.out);
+  t.wwin.resize(p.w.out);
+  for (int64_t o = 0; o < p.h.out; ++o) t.hwin[o] = avg_pool_window(o, p.h);
+  t.lo = p.w.out;
+  for (int64_t o = 0; o < p.w.out; ++o) {
+    t.wwin[o] = avg_pool_window(o, p.w);
+    const AvgWindow& w = t.wwin[o];
+    const bool interior = !p.w.adaptive && w.end - w.start == p.w.kernel && w.padded == p.w.kernel;
+    if (interior && t.lo == p.w.out) t.lo = o;
+    if (interior) t.hi = o + 1;
+  }
+  if (t.hi < t.lo) t.hi = t.lo;
+  return t;
+}
+
+// Sum of n contiguous values; several partial sums so the loop vectorises and pipelines.
+template <class T>
+inline double sum_run(const T* x, int64_t n) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(x[i + j]);
+  double s = 0;
+  for (; i < n; ++i) s += static_cast<double>(x[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + s;
+}
+
+template <int S, class T>
+inline void avg_tap_run(const T* __restrict r, double* __restrict acc, int64_t n, int64_t stride) {
+  const int64_t st = S > 0 ? S : stride;
+  for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<double>(r[i * st]);
+}
+
+template <class T>
+void avg_plane_nchw(const T* x, T* y, const AvgPoolParams& p, const AvgTables& t,
+                    std::vector<double>& acc) {
+  const int64_t W = p.w.in, OW = p.w.out;
+  const int64_t n = t.hi - t.lo;
+  for (int64_t oh = 0; oh < p.h.out; ++oh) {
+    const AvgWindow& wh = t.hwin[oh];
+    T* yr = y + oh * OW;
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      if (ow == t.lo && n > 0) ow = t.hi;
+      if (ow == OW) break;
+      const AvgWindow& ww = t.wwin[ow];
+      double s = 0;
+      for (int64_t h = wh.start; h < wh.end; ++h) s += sum_run(x + h * W + ww.start, ww.end - ww.start);
+      yr[ow] = static_cast<T>(s / static_cast<double>(avg_pool_divisor(p, wh, ww)));
+    }
+    if (n <= 0) continue;
+    std::fill(acc.begin(), acc.begin() + n, 0.0);
+    const int64_t w0 = t.wwin[t.lo].start;
+    for (int64_t h = wh.start; h < wh.end; ++h)
+      for (int64_t kw = 0; kw < p.w.kernel; ++kw) {
+        const T* r = x + h * W + w0 + kw;
+        if (p.w.stride == 1) avg_tap_run<1>(r, acc.data(), n, 1);
+        else if (p.w.stride == 2) avg_tap_run<2>(r, acc.data(), n, 2);
+        else avg_tap_run<0>(r, acc.data(), n, p.w.stride);
+      }
+    for (int64_t i = 0; i < n; ++i)
+      yr[t.lo + i] = static_cast<T>(acc[i] / static_cast<double>(avg_pool_divisor(p, wh, t.wwin[t.lo + i])));
+  }
+}
+
+template <class T>
+void avg_forward_nchw(const T* x, T* y, const PoolGeometry& g, const AvgPoolParams& p) {
+  const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+  const bool global = g.OH == 1 && g.OW == 1 && p.h.adaptive;
+  const AvgTables t = avg_tables(p);
+  parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
+    if (global) {
+      // Global average pooling: one contiguous reduction per plane.
+      const double div = static_cast<double>(in_plane);
+      for (int64_t pl = b; pl < e; ++pl) y[pl] = static_cast<T>(sum_run(x + pl * in_plane, in_plane) / div);
+      return;
+    }
+    std::vector<double> acc(std::max<int64_t>(t.hi - t.lo, 1));
+    for (int64_t pl = b; pl < e; ++pl) avg_plane_nchw(x + pl * in_plane, y + pl * out_plane, p, t, acc);
+  });
+}
+
+template <class T>
+void avg_forward_nhwc(const T* x, T* y, const PoolGeometry& g, const AvgPoolParams& p) {
+  const int64_t C = g.C, W = g.W;
+  const AvgTables t = avg_tables(p);
+  const int64_t pix_work = std::max<int64_t>(1, C * (g.H / g.OH + 1) * (g.W / g.OW + 1));
+  parallel_for(0, g.N * g.OH * g.OW, std::max<int64_t>(1, kGrain / pix_work), [&](int64_t b, int64_t e) {
+    std::vector<double> acc(C);
+    for (int64_t o = b; o < e; ++o) {
+      const int64_t ow = o % g.OW, oh = (o / g.OW) % g.OH, n = o / (g.OW * g.OH);
+      const AvgWindow &wh = t.hwin[oh], &ww = t.wwin[ow];
+      std::fill(acc.begin(), acc.end(), 0.0);
+      double* __restrict a = acc.data();
+      for (int64_t h = wh.start; h < wh.end; ++h)
+        for (int64_t w = ww.start; w < ww.end; ++w) {
+          const T* __restrict xv = x + ((n * g.H + h) * W + w) * C;
+          for (int64_t c = 0; c < C; ++c) a[c] += static_cast<double>(xv[c]);
+        }
+      const double div = static_cast<double>(avg_pool_divisor(p, wh, ww));
+      T* yv = y + o * C;
+      for (int64_t c = 0; c < C; ++c) yv[c] = static_cast<T>(a[c] / div);
+    }
+  });
+}
+
+// Gather: every input sums grad / divisor over the outputs whose window holds it, in output
+// order, which is also the order torch's scatter adds them in.
+struct Covering {
+  std::vector<int64_t> lo, hi;
+};
+
+Covering avg_cover(const AvgDim& d) {
+  Covering c;
+  c.lo.resize(d.in);
+  c.hi.resize(d.in);
+  for (int64_t i = 0; i < d.in; ++i) avg_pool_covering(i, d, c.lo[i], c.hi[i]);
+  return c;
+}
+
+template <class T>
+void avg_backward_nchw(const T* go, T* gi, const PoolGeometry& g, const AvgPoolParams& p) {
+  const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+  const AvgTables t = avg_tables(p);
+  const Covering ch = avg_cover(p.h), cw = avg_cover(p.w);
+  std::vector<T> divisor(out_plane);
+  for (int64_t oh = 0; oh < g.OH; ++oh)
+    for (int64_t ow = 0; ow < g.OW; ++ow)
+      divisor[oh * g.OW + ow] = static_cast<T>(avg_pool_divisor(p, t.hwin[oh], t.wwin[ow]));
+  parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
+    std::vector<T> q(out_plane);
+    for (int64_t pl = b; pl < e; ++pl) {
+      const T* gp = go + pl * out_plane;
+      for (int64_t o = 0; o < out_plane; ++o) q[o] = gp[o] / divisor[o];
+      T* gip = gi + pl * in_plane;
+      for (int64_t h = 0; h < g.H; ++h) {
+        T* row = gip + h * g.W;
+        std::fill(row, row + g.W, T(0));
+        for (int64_t oh = ch.lo[h]; oh < ch.hi[h]; ++oh) {
+          const T* qr = q.data() + oh * g.OW;
+          for (int64_t w = 0; w < g.W; ++w) {
+            T s = row[w];
+            for (int64_t ow = cw.lo[w]; ow < cw.hi[w]; ++ow) s += qr[ow];
+            row[w] = s;
+          }
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void avg_backward_nhwc(const T* go, T* gi, const PoolGeometry& g, const AvgPoolParams& p) {
+  const int64_t C = g.C;
+  const AvgTables t = avg_tables(p);
+  const Covering ch = avg_cover(p.h), cw = avg_cover(p.w);
+  parallel_for(0, g.N * g.H * g.W, std::max<int64_t>(1, kGrain / std::max<int64_t>(4 * C, 1)),
+               [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t w = i % g.W, h = (i / g.W) % g.H, n = i / (g.W * g.H);
+      T* __restrict gv = gi + i * C;
+      std::fill(gv, gv + C, T(0));
+      for (int64_t oh = ch.lo[h]; oh < ch.hi[h]; ++oh)
+        for (int64_t ow = cw.lo[w]; ow < cw.hi[w]; ++ow) {
+          const T div = static_cast<T>(avg_pool_divisor(p, t.hwin[oh], t.wwin[ow]));
+          const T* __restrict gov = go + ((n * g.OH + oh) * g.OW + ow) * C;
+          for (int64_t c = 0; c < C; ++c) gv[c] += gov[c] / div;
+        }
+    }
+  });
+}
+
+void avg_forward(const TensorView& input, const TensorView& output, const PoolGeometry& g,
+                 const AvgPoolParams& p, const char* op) {
+  if (output.numel() == 0) return;
+  dispatch_floating(input.dtype, op, "input", [&](auto tag) {
+    using T = decltype(tag);
+    if (g.layout == PoolLayout::NCHW) avg_forward_nchw(input.ptr<T>(), output.ptr<T>(), g, p);
+    else avg_forward_nhwc(input.ptr<T>(), output.ptr<T>(), g, p);
+  });
+}
+
+void avg_backward(const TensorView& grad_output, const TensorView& grad_input,
+                  const PoolGeometry& g, const AvgPoolParams& p, const char* op) {
+  if (grad_input.numel() == 0) return;
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    if (g.OH == 0 || g.OW == 0) {  // adaptive pooling to an empty output: nothing flows back
+      std::fill(grad_input.ptr<T>(), grad_input.ptr<T>() + grad_input.numel(), T(0));
+      return;
+    }
+    if (g.layout == PoolLayout::NCHW) avg_backward_nchw(grad_output.ptr<T>(), grad_input.ptr<T>(), g, p);
+    else avg_backward_nhwc(grad_output.ptr<T>(), grad_input.ptr<T>(), g, p);
+  });
+}
+
+template <class F>
+void dispatch_index(const TensorView& ind, bool store, F&& f) {
+  if (!store) f(static_cast<int32_t*>(nullptr), std::false_type{});
+  else if (ind.dtype == DType::Int64) f(ind.ptr<int64_t>(), std::true_type{});
+  else f(ind.ptr<int32_t>(), std::true_type{});
+}
+
+}  // namespace
+
+void max_pool2d_forward_cpu(const TensorView& input, const TensorView& output,
+                            const TensorView& indices, int64_t kh, int64_t kw, int64_t sh,
+                            int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  const char* op = "max_pool2d_forward";
+  const PoolGeometry g = pool_check_pair(input, output, op, "input", "output");
+  const MaxPoolParams p = make_max_pool_params(g, kh, kw, sh, sw, ph, pw, dh, dw, op);
+  const bool store = pool_check_indices(indices, output, g, op);
+  check_device(input, Device::CPU, op, "input");
+  if (output.numel() == 0) return;
+  dispatch_floating(input.dtype, op, "input", [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_index(indices, store, [&](auto* ind, auto has) {
+      using I = std::remove_pointer_t<decltype(ind)>;
+      constexpr bool kIdx = decltype(has)::value;
+      if (g.layout == PoolLayout::NCHW)
+        max_forward_nchw<T, I, kIdx>(input.ptr<T>(), output.ptr<T>(), ind, g, p);
+      else
+        max_forward_nhwc<T, I, kIdx>(input.ptr<T>(), output.ptr<T>(), ind, g, p);
+    });
+  });
+}
+
+void max_pool2d_backward_cpu(const TensorView& grad_output, const TensorView& indices,
+                             const TensorView& grad_input, int64_t kh, int64_t kw, int64_t sh,
+                             int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  const char* op = "max_pool2d_backward";
+  const PoolGeometry g = pool_check_pair(grad_input, grad_output, op, "grad_input", "grad_output");
+  const MaxPoolParams p = make_max_pool_params(g, kh, kw, sh, sw, ph, pw, dh, dw, op);
+  PYNN_CHECK(pool_check_indices(indices, grad_output, g, op), op, ": indices are required");
+  check_device(grad_input, Device::CPU, op, "grad_input");
+  if (grad_input.numel() == 0) return;
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_index(indices, true, [&](auto* ind, auto) {
+      using I = std::remove_pointer_t<decltype(ind)>;
+      if (g.layout == PoolLayout::NCHW)
+        max_backward_nchw<T, I>(grad_output.ptr<T>(), ind, grad_input.ptr<T>(), g, p, op);
+      else
+        max_backward_nhwc<T, I>(grad_output.ptr<T>(), ind, grad_input.ptr<T>(), g, p, op);
+    });
+  });
+}
+
+void avg_pool2d_forward_cpu(const TensorView& input, const TensorView& output, int64_t kh,
+                            int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                            bool count_include_pad, int64_t divisor_override) {
+  const char* op = "avg_pool2d_forward";
+  const PoolGeometry g = pool_check_pair(input, output, op, "input", "output");
+  const AvgPoolParams p =
+      make_avg_pool_params(g, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, op);
+  check_device(input, Device::CPU, op, "input");
+  avg_forward(input, output, g, p, op);
+}
+
+void avg_pool2d_backward_cpu(const TensorView& grad_output, const TensorView& grad_input,
+                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                             int64_t pw, bool count_include_pad, int64_t divisor_override) {
+  const char* op = "avg_pool2d_backward";
+  const PoolGeometry g = pool_check_pair(grad_input, grad_output, op, "grad_input", "grad_output");
+  const AvgPoolParams p =
+      make_avg_pool_params(g, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, op);
+  check_device(grad_input, Device::CPU, op, "grad_input");
+  avg_backward(grad_output, grad_input, g, p, op);
+}
+
+void adaptive_avg_pool2d_forward_cpu(const TensorView& input, const TensorView& output) {
+  const char* op = "adaptive_avg_pool2d_forward";
+  const PoolGeometry g = pool_check_pair(input, output, op, "input", "output");
+  const AvgPoolParams p = make_adaptive_params(g, op);
+  check_device(input, Device::CPU, op, "input");
+  avg_forward(input, output, g, p, op);
+}
+
+void adaptive_avg_pool2d_backward_cpu(const TensorView& grad_output, const TensorView& grad_input) {
+  const char* op = "adaptive_avg_pool2d_backward";
+  const PoolGeometry g = pool_check_pair(grad_input, grad_output, op, "grad_input", "grad_output");
+  const AvgPoolParams p = make_adaptive_params(g, op);
+  check_device(grad_input, Device::CPU, op, "grad_input");
+  avg_backward(grad_output, grad_input, g, p, op);
+}
+
+}  // namespace pynn
