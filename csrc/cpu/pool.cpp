@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -23,6 +24,16 @@ int64_t pool_output_size_host(int64_t in, int64_t kernel, int64_t stride, int64_
 
 namespace {
 
+// Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+// (target_clones). Their bodies are templates forced inline into the stamped entry points so
+// that every clone gets its own vector code.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYNN_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYNN_MULTIVERSION
+#endif
+#define PYNN_ALWAYS_INLINE inline __attribute__((always_inline))
+
 constexpr int64_t kGrain = 16384;  // elements of work per task, at least
 
 // Planes per task so that each task touches about kGrain elements.
@@ -34,6 +45,8 @@ int64_t plane_grain(int64_t plane_elems) {
 struct MaxColumns {
   std::vector<MaxTaps> taps;  // per output column
   int64_t lo = 0, hi = 0;     // columns [lo, hi) have all kernel taps inside the input
+  // Tap jw of output column ow reads input column s*ow + jw*d - p = s*(ow + tap_slot) + tap_phase.
+  std::vector<int64_t> tap_slot, tap_phase;
 };
 
 MaxColumns max_columns(const PoolDim& d) {
@@ -47,49 +60,18 @@ MaxColumns max_columns(const PoolDim& d) {
     if (interior) c.hi = o + 1;
   }
   if (c.hi < c.lo) c.hi = c.lo;
+  for (int64_t jw = 0; jw < d.kernel; ++jw) {
+    const int64_t t = jw * d.dilation - d.pad;
+    const int64_t slot = pool_div_floor(t, d.stride);
+    c.tap_slot.push_back(slot);
+    c.tap_phase.push_back(t - slot * d.stride);
+  }
   return c;
-}
-
-// One tap over a run of n interior outputs: y[i] = max(y[i], r[i*S]) with the argmax as well.
-// S > 0 fixes the stride at compile time (the common 1 and 2); S == 0 reads it from `stride`.
-template <int S, class T, class I, bool kIdx>
-inline void max_tap_run(const T* __restrict r, T* __restrict y, I* __restrict ind, int64_t n,
-                        int64_t stride, int64_t base) {
-  const int64_t st = S > 0 ? S : stride;
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = r[i * st];
-    const bool take = max_pool_takes(v, y[i]);
-    y[i] = take ? v : y[i];
-    if constexpr (kIdx) ind[i] = take ? static_cast<I>(base + i * st) : ind[i];
-  }
-}
-
-template <int S, class T, class I, bool kIdx>
-void max_interior_row(const T* x, T* y, I* ind, int64_t n, int64_t w0, const MaxTaps& th,
-                      const MaxPoolParams& p) {
-  const int64_t W = p.w.in, sw = p.w.stride;
-  {
-    // The first tap seeds the running max; torch's -inf start gives the same value and index.
-    const int64_t base = th.first * W + w0;
-    const T* r = x + base;
-    const int64_t st = S > 0 ? S : sw;
-    for (int64_t i = 0; i < n; ++i) {
-      y[i] = r[i * st];
-      if constexpr (kIdx) ind[i] = static_cast<I>(base + i * st);
-    }
-  }
-  for (int64_t jh = 0; jh < th.count; ++jh) {
-    const int64_t row = (th.first + jh * p.h.dilation) * W + w0;
-    for (int64_t jw = (jh == 0 ? 1 : 0); jw < p.w.kernel; ++jw) {
-      const int64_t base = row + jw * p.w.dilation;
-      max_tap_run<S, T, I, kIdx>(x + base, y, ind, n, sw, base);
-    }
-  }
 }
 
 // The general window scan, in torch's order (rows, then columns).
 template <class T, class I, bool kIdx>
-inline void max_window(const T* x, T* y, I* ind, const MaxTaps& th, const MaxTaps& tw,
+PYNN_ALWAYS_INLINE void max_window_taps(const T* x, T* y, I* ind, const MaxTaps& th, const MaxTaps& tw,
                        const MaxPoolParams& p) {
   const int64_t W = p.w.in;
   T best = -std::numeric_limits<T>::infinity();
@@ -109,86 +91,216 @@ inline void max_window(const T* x, T* y, I* ind, const MaxTaps& th, const MaxTap
   if constexpr (kIdx) *ind = static_cast<I>(arg);
 }
 
-template <class T, class I, bool kIdx>
-void max_plane_nchw(const T* x, T* y, I* ind, const MaxPoolParams& p, const MaxColumns& cols) {
-  const int64_t OW = p.w.out;
-  const int64_t n = cols.hi - cols.lo, w0 = cols.lo * p.w.stride - p.w.pad;
-  for (int64_t oh = 0; oh < p.h.out; ++oh) {
-    const MaxTaps th = max_pool_taps(oh, p.h);
-    T* yr = y + oh * OW;
-    I* ir = kIdx ? ind + oh * OW : nullptr;
-    const bool fast = th.count > 0 && n > 0;
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      if (fast && ow == cols.lo) ow = cols.hi;
-      if (ow == OW) break;
-      max_window<T, I, kIdx>(x, yr + ow, kIdx ? ir + ow : nullptr, th, cols.taps[ow], p);
+// With column stride s, input column c = s*j + q is slot j of phase q. Interior sweeps read
+// each tap at a fixed offset from the output column, i.e. from one phase: splitting every row of
+// the plane into its s phases once (one pass, L1/L2 resident) turns all tap reads into
+// contiguous vector loads. (Strided loads straight from the plane leave GCC a scalar epilogue in
+// every block, which cost more than the whole split.)
+template <class T>
+struct PhaseSplit {
+  const T* data;  // the plane itself when s == 1
+  int64_t W, H, slots, s;
+  const T* row(int64_t h, int64_t q) const {
+    return s == 1 ? data + h * W : data + (q * H + h) * slots;
+  }
+};
+
+template <class T>
+PYNN_ALWAYS_INLINE PhaseSplit<T> split_phases(const T* x, int64_t H, int64_t W, int64_t s,
+                                              std::vector<T>& scratch) {
+  if (s == 1) return {x, W, H, W, 1};
+  const int64_t slots = (W + s - 1) / s;
+  scratch.resize(static_cast<size_t>(s * H * slots));
+  T* d = scratch.data();
+  for (int64_t h = 0; h < H; ++h) {
+    const T* r = x + h * W;
+    if (s == 2) {
+      T* __restrict e = d + h * slots;
+      T* __restrict o = d + (H + h) * slots;
+      const int64_t pairs = W / 2;
+      for (int64_t j = 0; j < pairs; ++j) {
+        e[j] = r[2 * j];
+        o[j] = r[2 * j + 1];
+      }
+      if (W % 2) e[pairs] = r[W - 1];
+    } else {
+      for (int64_t c = 0; c < W; ++c) d[((c % s) * H + h) * slots + c / s] = r[c];
     }
-    if (!fast) continue;
-    I* irun = kIdx ? ir + cols.lo : nullptr;
-    if (p.w.stride == 1)
-      max_interior_row<1, T, I, kIdx>(x, yr + cols.lo, irun, n, w0, th, p);
-    else if (p.w.stride == 2)
-      max_interior_row<2, T, I, kIdx>(x, yr + cols.lo, irun, n, w0, th, p);
-    else
-      max_interior_row<0, T, I, kIdx>(x, yr + cols.lo, irun, n, w0, th, p);
+  }
+  return {d, W, H, slots, s};
+}
+
+// Interior outputs in blocks of kBlock: the running max and argmax of a block live in small
+// arrays (registers or L1) while the window's taps stream past. The lane loops must reach GCC's
+// loop vectoriser as loops: fully unrolled early, they end up as scalar compares and branches,
+// hence `unroll 1`. (Generic vector types do not help: GCC lowers them in the helper for the
+// baseline ISA before inlining into the target_clones clone.)
+template <class T>
+constexpr int kBlock = 64 / sizeof(T);
+
+// Output columns [ow0, ow0 + kBlock) of one output row, all interior.
+template <class T, class I, bool kIdx>
+PYNN_ALWAYS_INLINE void max_interior_block(const PhaseSplit<T>& src, T* __restrict y,
+                                           I* __restrict ind, int64_t ow0, const MaxTaps& th,
+                                           const MaxPoolParams& p, const MaxColumns& cols) {
+  constexpr int B = kBlock<T>;
+  const int64_t W = p.w.in, s = p.w.stride;
+  T m[B];
+  I id[B];
+  for (int64_t jh = 0; jh < th.count; ++jh) {
+    const int64_t h = th.first + jh * p.h.dilation;
+    for (int64_t jw = 0; jw < p.w.kernel; ++jw) {
+      const int64_t slot = ow0 + cols.tap_slot[jw], q = cols.tap_phase[jw];
+      const T* __restrict r = src.row(h, q) + slot;
+      const int64_t base = h * W + s * slot + q;  // flat index of lane 0's tap
+      if (jh == 0 && jw == 0) {
+        // The first tap seeds the running max; torch's -inf start gives the same value and index.
+#pragma GCC unroll 1
+        for (int i = 0; i < B; ++i) {
+          m[i] = r[i];
+          if constexpr (kIdx) id[i] = static_cast<I>(base + i * s);
+        }
+        continue;
+      }
+#pragma GCC unroll 1
+      for (int i = 0; i < B; ++i) {
+        const T v = r[i];
+        const bool take = max_pool_takes(v, m[i]);
+        m[i] = take ? v : m[i];
+        if constexpr (kIdx) id[i] = take ? static_cast<I>(base + i * s) : id[i];
+      }
+    }
+  }
+#pragma GCC unroll 1
+  for (int i = 0; i < B; ++i) y[i] = m[i];
+  if constexpr (kIdx) {
+#pragma GCC unroll 1
+    for (int i = 0; i < B; ++i) ind[i] = id[i];
   }
 }
 
 template <class T, class I, bool kIdx>
-void max_forward_nchw(const T* x, T* y, I* ind, const PoolGeometry& g, const MaxPoolParams& p) {
-  const MaxColumns cols = max_columns(p.w);
-  const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
-  parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
-    for (int64_t pl = b; pl < e; ++pl)
-      max_plane_nchw<T, I, kIdx>(x + pl * in_plane, y + pl * out_plane,
-                                 kIdx ? ind + pl * out_plane : nullptr, p, cols);
-  });
+PYNN_ALWAYS_INLINE void max_plane_nchw(const T* x, T* y, I* ind, const MaxPoolParams& p,
+                                       const MaxColumns& cols, std::vector<T>& scratch) {
+  constexpr int64_t B = kBlock<T>;
+  const int64_t OW = p.w.out;
+  const int64_t n = cols.hi - cols.lo;
+  // Runs shorter than a block take the general path.
+  const bool sweep = n >= B;
+  PhaseSplit<T> src{x, p.w.in, p.h.in, p.w.in, 1};
+  if (sweep) src = split_phases(x, p.h.in, p.w.in, p.w.stride, scratch);
+  for (int64_t oh = 0; oh < p.h.out; ++oh) {
+    const MaxTaps th = max_pool_taps(oh, p.h);
+    T* yr = y + oh * OW;
+    I* ir = kIdx ? ind + oh * OW : nullptr;
+    const bool fast = sweep && th.count > 0;
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      if (fast && ow == cols.lo) ow = cols.hi;
+      if (ow == OW) break;
+      max_window_taps<T, I, kIdx>(x, yr + ow, kIdx ? ir + ow : nullptr, th, cols.taps[ow], p);
+    }
+    if (!fast) continue;
+    int64_t i = cols.lo;
+    for (; i + B <= cols.hi; i += B)
+      max_interior_block<T, I, kIdx>(src, yr + i, kIdx ? ir + i : nullptr, i, th, p, cols);
+    // The tail reruns a block shifted left to end at the last interior column: the overlap
+    // recomputes identical values, which beats a scalar tail.
+    if (i < cols.hi) {
+      i = cols.hi - B;
+      max_interior_block<T, I, kIdx>(src, yr + i, kIdx ? ir + i : nullptr, i, th, p, cols);
+    }
+  }
 }
 
 template <class T, class I, bool kIdx>
-void max_forward_nhwc(const T* x, T* y, I* ind, const PoolGeometry& g, const MaxPoolParams& p) {
+PYNN_ALWAYS_INLINE void max_nchw_planes(const T* x, T* y, I* ind, const PoolGeometry& g,
+                                        const MaxPoolParams& p, const MaxColumns& cols,
+                                        int64_t b, int64_t e) {
+  const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+  std::vector<T> scratch;
+  for (int64_t pl = b; pl < e; ++pl)
+    max_plane_nchw<T, I, kIdx>(x + pl * in_plane, y + pl * out_plane,
+                               kIdx ? ind + pl * out_plane : nullptr, p, cols, scratch);
+}
+
+// Output rows [b, e) of an NHWC tensor (row r = sample r / OH, output row r % OH).
+template <class T, class I, bool kIdx>
+PYNN_ALWAYS_INLINE void max_nhwc_rows(const T* x, T* y, I* ind, const PoolGeometry& g,
+                                      const MaxPoolParams& p, const MaxColumns& cols, int64_t b,
+                                      int64_t e) {
   const int64_t C = g.C, W = g.W;
-  const MaxColumns cols = max_columns(p.w);
-  const int64_t row_work = std::max<int64_t>(1, g.OW * C * p.h.kernel * p.w.kernel);
-  parallel_for(0, g.N * g.OH, std::max<int64_t>(1, kGrain / row_work), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t n = r / g.OH, oh = r % g.OH;
-      const MaxTaps th = max_pool_taps(oh, p.h);
-      const T* xn = x + n * g.H * W * C;
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const MaxTaps& tw = cols.taps[ow];
-        T* yv = y + (r * g.OW + ow) * C;
-        I* iv = kIdx ? ind + (r * g.OW + ow) * C : nullptr;
-        if (th.count == 0 || tw.count == 0) {
-          for (int64_t c = 0; c < C; ++c) yv[c] = -std::numeric_limits<T>::infinity();
-          if constexpr (kIdx)
-            for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(th.first * W + tw.first);
-          continue;
-        }
-        bool first = true;
-        for (int64_t jh = 0; jh < th.count; ++jh) {
-          const int64_t h = th.first + jh * p.h.dilation;
-          for (int64_t jw = 0; jw < tw.count; ++jw) {
-            const int64_t flat = h * W + tw.first + jw * p.w.dilation;
-            const T* __restrict xv = xn + flat * C;
-            if (first) {
-              std::memcpy(yv, xv, sizeof(T) * C);
-              if constexpr (kIdx)
-                for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(flat);
-              first = false;
-              continue;
-            }
-            for (int64_t c = 0; c < C; ++c) {
-              const T v = xv[c];
-              const bool take = max_pool_takes(v, yv[c]);
-              yv[c] = take ? v : yv[c];
-              if constexpr (kIdx) iv[c] = take ? static_cast<I>(flat) : iv[c];
-            }
+  for (int64_t r = b; r < e; ++r) {
+    const int64_t n = r / g.OH, oh = r % g.OH;
+    const MaxTaps th = max_pool_taps(oh, p.h);
+    const T* xn = x + n * g.H * W * C;
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      const MaxTaps& tw = cols.taps[ow];
+      T* __restrict yv = y + (r * g.OW + ow) * C;
+      I* __restrict iv = kIdx ? ind + (r * g.OW + ow) * C : nullptr;
+      if (th.count == 0 || tw.count == 0) {
+        for (int64_t c = 0; c < C; ++c) yv[c] = -std::numeric_limits<T>::infinity();
+        if constexpr (kIdx)
+          for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(th.first * W + tw.first);
+        continue;
+      }
+      bool first = true;
+      for (int64_t jh = 0; jh < th.count; ++jh) {
+        const int64_t h = th.first + jh * p.h.dilation;
+        for (int64_t jw = 0; jw < tw.count; ++jw) {
+          const int64_t flat = h * W + tw.first + jw * p.w.dilation;
+          const T* __restrict xv = xn + flat * C;
+          if (first) {
+            std::memcpy(yv, xv, sizeof(T) * C);
+            if constexpr (kIdx)
+              for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(flat);
+            first = false;
+            continue;
+          }
+          for (int64_t c = 0; c < C; ++c) {
+            const T v = xv[c];
+            const bool take = max_pool_takes(v, yv[c]);
+            yv[c] = take ? v : yv[c];
+            if constexpr (kIdx) iv[c] = take ? static_cast<I>(flat) : iv[c];
           }
         }
       }
     }
-  });
+  }
+}
+
+#define PYNN_STAMP_MAX(T, I, K)                                                                \
+  PYNN_MULTIVERSION void max_nchw_mv(const T* x, T* y, I* ind, std::bool_constant<K>,          \
+                                     const PoolGeometry& g, const MaxPoolParams& p,            \
+                                     const MaxColumns& cols, int64_t b, int64_t e) {           \
+    max_nchw_planes<T, I, K>(x, y, ind, g, p, cols, b, e);                                     \
+  }                                                                                            \
+  PYNN_MULTIVERSION void max_nhwc_mv(const T* x, T* y, I* ind, std::bool_constant<K>,          \
+                                     const PoolGeometry& g, const MaxPoolParams& p,            \
+                                     const MaxColumns& cols, int64_t b, int64_t e) {           \
+    max_nhwc_rows<T, I, K>(x, y, ind, g, p, cols, b, e);                                       \
+  }
+PYNN_STAMP_MAX(float, int32_t, false)
+PYNN_STAMP_MAX(float, int32_t, true)
+PYNN_STAMP_MAX(float, int64_t, true)
+PYNN_STAMP_MAX(double, int32_t, false)
+PYNN_STAMP_MAX(double, int32_t, true)
+PYNN_STAMP_MAX(double, int64_t, true)
+#undef PYNN_STAMP_MAX
+
+template <class T, class I, bool kIdx>
+void max_forward(const T* x, T* y, I* ind, const PoolGeometry& g, const MaxPoolParams& p) {
+  const MaxColumns cols = max_columns(p.w);
+  const std::bool_constant<kIdx> k;
+  if (g.layout == PoolLayout::NCHW) {
+    parallel_for(0, g.N * g.C, plane_grain(g.H * g.W + g.OH * g.OW), [&](int64_t b, int64_t e) {
+      max_nchw_mv(x, y, ind, k, g, p, cols, b, e);
+    });
+  } else {
+    const int64_t row_work = std::max<int64_t>(1, g.OW * g.C * p.h.kernel * p.w.kernel);
+    parallel_for(0, g.N * g.OH, std::max<int64_t>(1, kGrain / row_work), [&](int64_t b, int64_t e) {
+      max_nhwc_mv(x, y, ind, k, g, p, cols, b, e);
+    });
+  }
 }
 
 // Scatter: each window's gradient goes to its argmax, summed in output order where windows
@@ -479,10 +591,7 @@ void max_pool2d_forward_cpu(const TensorView& input, const TensorView& output,
     dispatch_index(indices, store, [&](auto* ind, auto has) {
       using I = std::remove_pointer_t<decltype(ind)>;
       constexpr bool kIdx = decltype(has)::value;
-      if (g.layout == PoolLayout::NCHW)
-        max_forward_nchw<T, I, kIdx>(input.ptr<T>(), output.ptr<T>(), ind, g, p);
-      else
-        max_forward_nhwc<T, I, kIdx>(input.ptr<T>(), output.ptr<T>(), ind, g, p);
+      max_forward<T, I, kIdx>(input.ptr<T>(), output.ptr<T>(), ind, g, p);
     });
   });
 }

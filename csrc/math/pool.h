@@ -61,7 +61,7 @@ PYNN_HOST_DEVICE MaxTaps max_pool_taps(int64_t o, const PoolDim& d) {
 // is NaN (with the last NaN's index) as soon as the window holds one.
 template <class T>
 PYNN_HOST_DEVICE bool max_pool_takes(T v, T current) {
-  return v > current || v != v;
+  return (v > current) | (v != v);  // bitwise: no branch, so loops over it vectorise
 }
 
 // Outputs [lo, hi) whose window span [o*s - p, o*s - p + span) contains input position i; the
