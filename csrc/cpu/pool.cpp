@@ -369,6 +369,8 @@ void max_backward_nhwc(const T* go, const I* ind, T* gi, const PoolGeometry& g,
 struct AvgTables {
   std::vector<AvgWindow> hwin, wwin;  // per output row / column
   int64_t lo = 0, hi = 0;             // columns whose window is a full, unclipped kernel
+  std::vector<int64_t> tap_slot, tap_phase;  // as in MaxColumns, for the interior columns
+  std::vector<int64_t> cover_lo_h, cover_hi_h, cover_lo_w, cover_hi_w;  // per input row / column
 };
 
 AvgTables avg_tables(const AvgPoolParams& p) {
@@ -385,12 +387,27 @@ AvgTables avg_tables(const AvgPoolParams& p) {
     if (interior) t.hi = o + 1;
   }
   if (t.hi < t.lo) t.hi = t.lo;
+  if (!p.w.adaptive) {
+    for (int64_t jw = 0; jw < p.w.kernel; ++jw) {
+      const int64_t off = jw - p.w.pad;
+      const int64_t slot = pool_div_floor(off, p.w.stride);
+      t.tap_slot.push_back(slot);
+      t.tap_phase.push_back(off - slot * p.w.stride);
+    }
+  }
+  auto cover = [](const AvgDim& d, std::vector<int64_t>& lo, std::vector<int64_t>& hi) {
+    lo.resize(d.in);
+    hi.resize(d.in);
+    for (int64_t i = 0; i < d.in; ++i) avg_pool_covering(i, d, lo[i], hi[i]);
+  };
+  cover(p.h, t.cover_lo_h, t.cover_hi_h);
+  cover(p.w, t.cover_lo_w, t.cover_hi_w);
   return t;
 }
 
 // Sum of n contiguous values; several partial sums so the loop vectorises and pipelines.
 template <class T>
-inline double sum_run(const T* x, int64_t n) {
+PYNN_ALWAYS_INLINE double sum_run(const T* x, int64_t n) {
   double acc[8] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -400,148 +417,196 @@ inline double sum_run(const T* x, int64_t n) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + s;
 }
 
-template <int S, class T>
-inline void avg_tap_run(const T* __restrict r, double* __restrict acc, int64_t n, int64_t stride) {
-  const int64_t st = S > 0 ? S : stride;
-  for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<double>(r[i * st]);
-}
-
+// One plane: border (and adaptive) windows one by one; the interior columns of each row are
+// swept tap by tap over phase-split rows into a row of double accumulators.
 template <class T>
-void avg_plane_nchw(const T* x, T* y, const AvgPoolParams& p, const AvgTables& t,
-                    std::vector<double>& acc) {
+PYNN_ALWAYS_INLINE void avg_plane_nchw(const T* x, T* y, const AvgPoolParams& p,
+                                       const AvgTables& t, std::vector<double>& acc,
+                                       std::vector<T>& scratch) {
   const int64_t W = p.w.in, OW = p.w.out;
   const int64_t n = t.hi - t.lo;
+  const bool sweep = n >= 4;
+  PhaseSplit<T> src{x, W, p.h.in, W, 1};
+  if (sweep) src = split_phases(x, p.h.in, W, p.w.stride, scratch);
+  double* __restrict a = acc.data();
   for (int64_t oh = 0; oh < p.h.out; ++oh) {
     const AvgWindow& wh = t.hwin[oh];
-    T* yr = y + oh * OW;
+    T* __restrict yr = y + oh * OW;
     for (int64_t ow = 0; ow < OW; ++ow) {
-      if (ow == t.lo && n > 0) ow = t.hi;
+      if (sweep && ow == t.lo) ow = t.hi;
       if (ow == OW) break;
       const AvgWindow& ww = t.wwin[ow];
-      double s = 0;
-      for (int64_t h = wh.start; h < wh.end; ++h) s += sum_run(x + h * W + ww.start, ww.end - ww.start);
-      yr[ow] = static_cast<T>(s / static_cast<double>(avg_pool_divisor(p, wh, ww)));
+      double sum = 0;
+      for (int64_t h = wh.start; h < wh.end; ++h) sum += sum_run(x + h * W + ww.start, ww.end - ww.start);
+      yr[ow] = static_cast<T>(sum / static_cast<double>(avg_pool_divisor(p, wh, ww)));
     }
-    if (n <= 0) continue;
-    std::fill(acc.begin(), acc.begin() + n, 0.0);
-    const int64_t w0 = t.wwin[t.lo].start;
+    if (!sweep) continue;
+    for (int64_t i = 0; i < n; ++i) a[i] = 0.0;
     for (int64_t h = wh.start; h < wh.end; ++h)
-      for (int64_t kw = 0; kw < p.w.kernel; ++kw) {
-        const T* r = x + h * W + w0 + kw;
-        if (p.w.stride == 1) avg_tap_run<1>(r, acc.data(), n, 1);
-        else if (p.w.stride == 2) avg_tap_run<2>(r, acc.data(), n, 2);
-        else avg_tap_run<0>(r, acc.data(), n, p.w.stride);
+      for (int64_t jw = 0; jw < p.w.kernel; ++jw) {
+        const T* __restrict r = src.row(h, t.tap_phase[jw]) + t.lo + t.tap_slot[jw];
+        for (int64_t i = 0; i < n; ++i) a[i] += static_cast<double>(r[i]);
       }
-    for (int64_t i = 0; i < n; ++i)
-      yr[t.lo + i] = static_cast<T>(acc[i] / static_cast<double>(avg_pool_divisor(p, wh, t.wwin[t.lo + i])));
+    // Interior columns share one divisor per row.
+    const double div = static_cast<double>(avg_pool_divisor(p, wh, t.wwin[t.lo]));
+    for (int64_t i = 0; i < n; ++i) yr[t.lo + i] = static_cast<T>(a[i] / div);
   }
 }
 
 template <class T>
-void avg_forward_nchw(const T* x, T* y, const PoolGeometry& g, const AvgPoolParams& p) {
+PYNN_ALWAYS_INLINE void avg_nchw_planes(const T* x, T* y, const PoolGeometry& g,
+                                        const AvgPoolParams& p, const AvgTables& t, int64_t b,
+                                        int64_t e) {
   const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
-  const bool global = g.OH == 1 && g.OW == 1 && p.h.adaptive;
-  const AvgTables t = avg_tables(p);
-  parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
-    if (global) {
-      // Global average pooling: one contiguous reduction per plane.
-      const double div = static_cast<double>(in_plane);
-      for (int64_t pl = b; pl < e; ++pl) y[pl] = static_cast<T>(sum_run(x + pl * in_plane, in_plane) / div);
-      return;
-    }
-    std::vector<double> acc(std::max<int64_t>(t.hi - t.lo, 1));
-    for (int64_t pl = b; pl < e; ++pl) avg_plane_nchw(x + pl * in_plane, y + pl * out_plane, p, t, acc);
-  });
+  if (g.OH == 1 && g.OW == 1 && p.h.adaptive) {
+    // Global average pooling: one contiguous reduction per plane.
+    const double div = static_cast<double>(in_plane);
+    for (int64_t pl = b; pl < e; ++pl)
+      y[pl] = static_cast<T>(sum_run(x + pl * in_plane, in_plane) / div);
+    return;
+  }
+  std::vector<double> acc(std::max<int64_t>(t.hi - t.lo, 1));
+  std::vector<T> scratch;
+  for (int64_t pl = b; pl < e; ++pl)
+    avg_plane_nchw(x + pl * in_plane, y + pl * out_plane, p, t, acc, scratch);
 }
 
+// Output pixels [b, e) of an NHWC tensor, vectorised over channels.
 template <class T>
-void avg_forward_nhwc(const T* x, T* y, const PoolGeometry& g, const AvgPoolParams& p) {
+PYNN_ALWAYS_INLINE void avg_nhwc_pixels(const T* x, T* y, const PoolGeometry& g,
+                                        const AvgPoolParams& p, const AvgTables& t, int64_t b,
+                                        int64_t e) {
   const int64_t C = g.C, W = g.W;
-  const AvgTables t = avg_tables(p);
-  const int64_t pix_work = std::max<int64_t>(1, C * (g.H / g.OH + 1) * (g.W / g.OW + 1));
-  parallel_for(0, g.N * g.OH * g.OW, std::max<int64_t>(1, kGrain / pix_work), [&](int64_t b, int64_t e) {
-    std::vector<double> acc(C);
-    for (int64_t o = b; o < e; ++o) {
-      const int64_t ow = o % g.OW, oh = (o / g.OW) % g.OH, n = o / (g.OW * g.OH);
-      const AvgWindow &wh = t.hwin[oh], &ww = t.wwin[ow];
-      std::fill(acc.begin(), acc.end(), 0.0);
-      double* __restrict a = acc.data();
-      for (int64_t h = wh.start; h < wh.end; ++h)
-        for (int64_t w = ww.start; w < ww.end; ++w) {
-          const T* __restrict xv = x + ((n * g.H + h) * W + w) * C;
-          for (int64_t c = 0; c < C; ++c) a[c] += static_cast<double>(xv[c]);
-        }
-      const double div = static_cast<double>(avg_pool_divisor(p, wh, ww));
-      T* yv = y + o * C;
-      for (int64_t c = 0; c < C; ++c) yv[c] = static_cast<T>(a[c] / div);
-    }
-  });
+  std::vector<double> acc(C);
+  double* __restrict a = acc.data();
+  for (int64_t o = b; o < e; ++o) {
+    const int64_t ow = o % g.OW, oh = (o / g.OW) % g.OH, n = o / (g.OW * g.OH);
+    const AvgWindow &wh = t.hwin[oh], &ww = t.wwin[ow];
+    for (int64_t c = 0; c < C; ++c) a[c] = 0.0;
+    for (int64_t h = wh.start; h < wh.end; ++h)
+      for (int64_t w = ww.start; w < ww.end; ++w) {
+        const T* __restrict xv = x + ((n * g.H + h) * W + w) * C;
+        for (int64_t c = 0; c < C; ++c) a[c] += static_cast<double>(xv[c]);
+      }
+    const double div = static_cast<double>(avg_pool_divisor(p, wh, ww));
+    T* __restrict yv = y + o * C;
+    for (int64_t c = 0; c < C; ++c) yv[c] = static_cast<T>(a[c] / div);
+  }
 }
 
-// Gather: every input sums grad / divisor over the outputs whose window holds it, in output
-// order, which is also the order torch's scatter adds them in.
-struct Covering {
-  std::vector<int64_t> lo, hi;
-};
-
-Covering avg_cover(const AvgDim& d) {
-  Covering c;
-  c.lo.resize(d.in);
-  c.hi.resize(d.in);
-  for (int64_t i = 0; i < d.in; ++i) avg_pool_covering(i, d, c.lo[i], c.hi[i]);
-  return c;
-}
-
+// Backward by gather: every input sums grad / divisor over the outputs whose window holds it,
+// in output order, which is also the order torch's scatter adds them in. The quotients of a
+// plane are formed once (q), as torch forms each once before scattering.
 template <class T>
-void avg_backward_nchw(const T* go, T* gi, const PoolGeometry& g, const AvgPoolParams& p) {
+PYNN_ALWAYS_INLINE void avg_backward_nchw_planes(const T* go, T* gi, const PoolGeometry& g,
+                                                 const AvgPoolParams& p, const AvgTables& t,
+                                                 const T* divisor, int64_t b, int64_t e) {
   const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
-  const AvgTables t = avg_tables(p);
-  const Covering ch = avg_cover(p.h), cw = avg_cover(p.w);
-  std::vector<T> divisor(out_plane);
-  for (int64_t oh = 0; oh < g.OH; ++oh)
-    for (int64_t ow = 0; ow < g.OW; ++ow)
-      divisor[oh * g.OW + ow] = static_cast<T>(avg_pool_divisor(p, t.hwin[oh], t.wwin[ow]));
-  parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
-    std::vector<T> q(out_plane);
+  if (out_plane == 1 && p.h.adaptive) {
+    // Global average pooling: every input of a plane gets the same share.
     for (int64_t pl = b; pl < e; ++pl) {
-      const T* gp = go + pl * out_plane;
-      for (int64_t o = 0; o < out_plane; ++o) q[o] = gp[o] / divisor[o];
-      T* gip = gi + pl * in_plane;
-      for (int64_t h = 0; h < g.H; ++h) {
-        T* row = gip + h * g.W;
-        std::fill(row, row + g.W, T(0));
-        for (int64_t oh = ch.lo[h]; oh < ch.hi[h]; ++oh) {
-          const T* qr = q.data() + oh * g.OW;
-          for (int64_t w = 0; w < g.W; ++w) {
-            T s = row[w];
-            for (int64_t ow = cw.lo[w]; ow < cw.hi[w]; ++ow) s += qr[ow];
-            row[w] = s;
-          }
+      const T v = go[pl] / divisor[0];
+      T* __restrict gp = gi + pl * in_plane;
+      for (int64_t i = 0; i < in_plane; ++i) gp[i] = v;
+    }
+    return;
+  }
+  std::vector<T> qbuf(out_plane);
+  T* __restrict q = qbuf.data();
+  for (int64_t pl = b; pl < e; ++pl) {
+    const T* __restrict gp = go + pl * out_plane;
+    for (int64_t o = 0; o < out_plane; ++o) q[o] = gp[o] / divisor[o];
+    T* gip = gi + pl * in_plane;
+    for (int64_t h = 0; h < g.H; ++h) {
+      T* __restrict row = gip + h * g.W;
+      for (int64_t w = 0; w < g.W; ++w) row[w] = T(0);
+      for (int64_t oh = t.cover_lo_h[h]; oh < t.cover_hi_h[h]; ++oh) {
+        const T* qr = q + oh * g.OW;
+        for (int64_t w = 0; w < g.W; ++w) {
+          T sum = row[w];
+          for (int64_t ow = t.cover_lo_w[w]; ow < t.cover_hi_w[w]; ++ow) sum += qr[ow];
+          row[w] = sum;
         }
       }
     }
-  });
+  }
+}
+
+// Input pixels [b, e) of an NHWC tensor.
+template <class T>
+PYNN_ALWAYS_INLINE void avg_backward_nhwc_pixels(const T* go, T* gi, const PoolGeometry& g,
+                                                 const AvgPoolParams& p, const AvgTables& t,
+                                                 const T* divisor, int64_t b, int64_t e) {
+  const int64_t C = g.C;
+  for (int64_t i = b; i < e; ++i) {
+    const int64_t w = i % g.W, h = (i / g.W) % g.H, n = i / (g.W * g.H);
+    T* __restrict gv = gi + i * C;
+    for (int64_t c = 0; c < C; ++c) gv[c] = T(0);
+    for (int64_t oh = t.cover_lo_h[h]; oh < t.cover_hi_h[h]; ++oh)
+      for (int64_t ow = t.cover_lo_w[w]; ow < t.cover_hi_w[w]; ++ow) {
+        const T div = divisor[oh * g.OW + ow];
+        const T* __restrict gov = go + ((n * g.OH + oh) * g.OW + ow) * C;
+        for (int64_t c = 0; c < C; ++c) gv[c] += gov[c] / div;
+      }
+  }
+}
+
+#define PYNN_STAMP_AVG(T)                                                                      \
+  PYNN_MULTIVERSION void avg_nchw_mv(const T* x, T* y, const PoolGeometry& g,                  \
+                                     const AvgPoolParams& p, const AvgTables& t, int64_t b,    \
+                                     int64_t e) {                                              \
+    avg_nchw_planes<T>(x, y, g, p, t, b, e);                                                   \
+  }                                                                                            \
+  PYNN_MULTIVERSION void avg_nhwc_mv(const T* x, T* y, const PoolGeometry& g,                  \
+                                     const AvgPoolParams& p, const AvgTables& t, int64_t b,    \
+                                     int64_t e) {                                              \
+    avg_nhwc_pixels<T>(x, y, g, p, t, b, e);                                                   \
+  }                                                                                            \
+  PYNN_MULTIVERSION void avg_backward_nchw_mv(const T* go, T* gi, const PoolGeometry& g,       \
+                                              const AvgPoolParams& p, const AvgTables& t,      \
+                                              const T* divisor, int64_t b, int64_t e) {        \
+    avg_backward_nchw_planes<T>(go, gi, g, p, t, divisor, b, e);                               \
+  }                                                                                            \
+  PYNN_MULTIVERSION void avg_backward_nhwc_mv(const T* go, T* gi, const PoolGeometry& g,       \
+                                              const AvgPoolParams& p, const AvgTables& t,      \
+                                              const T* divisor, int64_t b, int64_t e) {        \
+    avg_backward_nhwc_pixels<T>(go, gi, g, p, t, divisor, b, e);                               \
+  }
+PYNN_STAMP_AVG(float)
+PYNN_STAMP_AVG(double)
+#undef PYNN_STAMP_AVG
+
+template <class T>
+void avg_forward_impl(const T* x, T* y, const PoolGeometry& g, const AvgPoolParams& p) {
+  const AvgTables t = avg_tables(p);
+  if (g.layout == PoolLayout::NCHW) {
+    parallel_for(0, g.N * g.C, plane_grain(g.H * g.W + g.OH * g.OW), [&](int64_t b, int64_t e) {
+      avg_nchw_mv(x, y, g, p, t, b, e);
+    });
+  } else {
+    const int64_t pix_work = std::max<int64_t>(1, g.C * (g.H / g.OH + 1) * (g.W / g.OW + 1));
+    parallel_for(0, g.N * g.OH * g.OW, std::max<int64_t>(1, kGrain / pix_work),
+                 [&](int64_t b, int64_t e) { avg_nhwc_mv(x, y, g, p, t, b, e); });
+  }
 }
 
 template <class T>
-void avg_backward_nhwc(const T* go, T* gi, const PoolGeometry& g, const AvgPoolParams& p) {
-  const int64_t C = g.C;
+void avg_backward_impl(const T* go, T* gi, const PoolGeometry& g, const AvgPoolParams& p) {
   const AvgTables t = avg_tables(p);
-  const Covering ch = avg_cover(p.h), cw = avg_cover(p.w);
-  parallel_for(0, g.N * g.H * g.W, std::max<int64_t>(1, kGrain / std::max<int64_t>(4 * C, 1)),
-               [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const int64_t w = i % g.W, h = (i / g.W) % g.H, n = i / (g.W * g.H);
-      T* __restrict gv = gi + i * C;
-      std::fill(gv, gv + C, T(0));
-      for (int64_t oh = ch.lo[h]; oh < ch.hi[h]; ++oh)
-        for (int64_t ow = cw.lo[w]; ow < cw.hi[w]; ++ow) {
-          const T div = static_cast<T>(avg_pool_divisor(p, t.hwin[oh], t.wwin[ow]));
-          const T* __restrict gov = go + ((n * g.OH + oh) * g.OW + ow) * C;
-          for (int64_t c = 0; c < C; ++c) gv[c] += gov[c] / div;
-        }
-    }
-  });
+  std::vector<T> divisor(g.OH * g.OW);
+  for (int64_t oh = 0; oh < g.OH; ++oh)
+    for (int64_t ow = 0; ow < g.OW; ++ow)
+      divisor[oh * g.OW + ow] = static_cast<T>(avg_pool_divisor(p, t.hwin[oh], t.wwin[ow]));
+  if (g.layout == PoolLayout::NCHW) {
+    parallel_for(0, g.N * g.C, plane_grain(g.H * g.W + g.OH * g.OW), [&](int64_t b, int64_t e) {
+      avg_backward_nchw_mv(go, gi, g, p, t, divisor.data(), b, e);
+    });
+  } else {
+    parallel_for(0, g.N * g.H * g.W, std::max<int64_t>(1, kGrain / std::max<int64_t>(4 * g.C, 1)),
+                 [&](int64_t b, int64_t e) {
+                   avg_backward_nhwc_mv(go, gi, g, p, t, divisor.data(), b, e);
+                 });
+  }
 }
 
 void avg_forward(const TensorView& input, const TensorView& output, const PoolGeometry& g,
@@ -549,8 +614,7 @@ void avg_forward(const TensorView& input, const TensorView& output, const PoolGe
   if (output.numel() == 0) return;
   dispatch_floating(input.dtype, op, "input", [&](auto tag) {
     using T = decltype(tag);
-    if (g.layout == PoolLayout::NCHW) avg_forward_nchw(input.ptr<T>(), output.ptr<T>(), g, p);
-    else avg_forward_nhwc(input.ptr<T>(), output.ptr<T>(), g, p);
+    avg_forward_impl(input.ptr<T>(), output.ptr<T>(), g, p);
   });
 }
 
@@ -563,8 +627,7 @@ void avg_backward(const TensorView& grad_output, const TensorView& grad_input,
       std::fill(grad_input.ptr<T>(), grad_input.ptr<T>() + grad_input.numel(), T(0));
       return;
     }
-    if (g.layout == PoolLayout::NCHW) avg_backward_nchw(grad_output.ptr<T>(), grad_input.ptr<T>(), g, p);
-    else avg_backward_nhwc(grad_output.ptr<T>(), grad_input.ptr<T>(), g, p);
+    avg_backward_impl(grad_output.ptr<T>(), grad_input.ptr<T>(), g, p);
   });
 }
 
