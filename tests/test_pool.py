@@ -54,6 +54,8 @@ def test_max_pool2d_parity(shape, k, s, p, d, ceil, device, dtype):
     assert ind.dtype == torch.int64
     assert torch.equal(y, y_ref)
     assert torch.equal(ind, ind_ref)
+    # Inference (no grad: no indices kept at all) and training (int32 indices kept) paths.
+    assert torch.equal(F.max_pool2d(x, k, s, p, d, ceil), y_ref)
     _compare(lambda t: F.max_pool2d(t, k, s, p, d, ceil),
              lambda t: TF.max_pool2d(t, k, s, p, d, ceil), x)
     # The stride defaults to the kernel size.

@@ -94,22 +94,28 @@ def _batched(input):
 
 # ---- max pooling ----
 
+def _max_forward(x, args, out_hw, return_indices: bool, for_backward: bool):
+    """(out, indices or None, memory format) of max pooling the 4-D x."""
+    x, fmt = _dense(x)
+    N, C, H, W = x.shape
+    shape = (N, C) + tuple(out_hw)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    ind = None
+    if return_indices or (for_backward and H * W > _INT32_MAX):
+        ind = torch.empty(shape, dtype=torch.int64, device=x.device, memory_format=fmt)
+    elif for_backward:
+        ind = torch.empty(shape, dtype=torch.int32, device=x.device, memory_format=fmt)
+    B.launch("max_pool2d_forward", x, B.view(x), B.view(out),
+             B.view(ind if ind is not None else _no_indices(x.device)), *args)
+    return out, ind, fmt
+
+
 class MaxPool2dFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, kernel, stride, padding, dilation, out_hw, return_indices: bool):
-        x, fmt = _dense(input)
-        N, C, H, W = x.shape
-        shape = (N, C) + tuple(out_hw)
-        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-        if return_indices or (ctx.needs_input_grad[0] and H * W > _INT32_MAX):
-            ind = torch.empty(shape, dtype=torch.int64, device=x.device, memory_format=fmt)
-        elif ctx.needs_input_grad[0]:
-            ind = torch.empty(shape, dtype=torch.int32, device=x.device, memory_format=fmt)
-        else:
-            ind = _no_indices(x.device)
-        args = (*kernel, *stride, *padding, *dilation)
-        B.launch("max_pool2d_forward", x, B.view(x), B.view(out), B.view(ind), *args)
-        ctx.args, ctx.fmt, ctx.in_shape = args, fmt, x.shape
+    def forward(ctx, input, args, out_hw, return_indices: bool):
+        """args: (kh, kw, sh, sw, ph, pw, dh, dw)."""
+        out, ind, fmt = _max_forward(input, args, out_hw, return_indices, ctx.needs_input_grad[0])
+        ctx.args, ctx.fmt, ctx.in_shape = args, fmt, input.shape
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(ind)
         if return_indices:
@@ -125,7 +131,11 @@ class MaxPool2dFunction(torch.autograd.Function):
         grad_input = torch.empty(ctx.in_shape, dtype=g.dtype, device=g.device,
                                  memory_format=ctx.fmt)
         B.launch("max_pool2d_backward", g, B.view(g), B.view(ind), B.view(grad_input), *ctx.args)
-        return grad_input, None, None, None, None, None, None
+        return grad_input, None, None, None
+
+
+def _needs_grad(input) -> bool:
+    return torch.is_grad_enabled() and input.requires_grad
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -134,7 +144,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     _check_input(input, op)
     k, s, p, d, out = _window_args(op, input, kernel_size, stride, padding, dilation, ceil_mode)
     x, unbatched = _batched(input)
-    res = MaxPool2dFunction.apply(x, k, s, p, d, out, bool(return_indices))
+    args = (*k, *s, *p, *d)
+    if _needs_grad(input):
+        res = MaxPool2dFunction.apply(x, args, out, bool(return_indices))
+    else:  # inference: no autograd node, no indices unless asked for
+        y, ind, _ = _max_forward(x, args, out, bool(return_indices), False)
+        res = (y, ind) if return_indices else y
     if return_indices:
         y, ind = res
         return (y.squeeze(0), ind.squeeze(0)) if unbatched else (y, ind)
@@ -148,18 +163,24 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 # ---- average pooling (fixed windows and adaptive share the kernels) ----
 
+def _avg_forward(x, out_hw, args):
+    """(out, memory format); args: (kh, kw, sh, sw, ph, pw, count_include_pad, divisor) or
+    None for adaptive pooling."""
+    x, fmt = _dense(x)
+    out = torch.empty(x.shape[:2] + tuple(out_hw), dtype=x.dtype, device=x.device,
+                      memory_format=fmt)
+    if args is None:
+        B.launch("adaptive_avg_pool2d_forward", x, B.view(x), B.view(out))
+    else:
+        B.launch("avg_pool2d_forward", x, B.view(x), B.view(out), *args)
+    return out, fmt
+
+
 class AvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, out_hw, args):
-        """args: (kh, kw, sh, sw, ph, pw, count_include_pad, divisor) or None for adaptive."""
-        x, fmt = _dense(input)
-        out = torch.empty(x.shape[:2] + tuple(out_hw), dtype=x.dtype, device=x.device,
-                          memory_format=fmt)
-        if args is None:
-            B.launch("adaptive_avg_pool2d_forward", x, B.view(x), B.view(out))
-        else:
-            B.launch("avg_pool2d_forward", x, B.view(x), B.view(out), *args)
-        ctx.args, ctx.fmt, ctx.in_shape = args, fmt, x.shape
+        out, fmt = _avg_forward(input, out_hw, args)
+        ctx.args, ctx.fmt, ctx.in_shape = args, fmt, input.shape
         return out
 
     @staticmethod
@@ -175,6 +196,15 @@ class AvgPool2dFunction(torch.autograd.Function):
         return grad_input, None, None
 
 
+def _avg(input, out_hw, args):
+    x, unbatched = _batched(input)
+    if _needs_grad(input):
+        y = AvgPool2dFunction.apply(x, out_hw, args)
+    else:
+        y, _ = _avg_forward(x, out_hw, args)
+    return y.squeeze(0) if unbatched else y
+
+
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     op = "avg_pool2d"
@@ -188,10 +218,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                             f"got {divisor_override!r}")
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero")
-    x, unbatched = _batched(input)
-    args = (*k, *s, *p, count_include_pad, int(divisor_override or 0))
-    y = AvgPool2dFunction.apply(x, out, args)
-    return y.squeeze(0) if unbatched else y
+    return _avg(input, out, (*k, *s, *p, count_include_pad, int(divisor_override or 0)))
 
 
 def _adaptive_size(output_size, input, op: str) -> tuple[int, int]:
@@ -220,7 +247,4 @@ def _adaptive_size(output_size, input, op: str) -> tuple[int, int]:
 def adaptive_avg_pool2d(input, output_size):
     op = "adaptive_avg_pool2d"
     _check_input(input, op)
-    out = _adaptive_size(output_size, input, op)
-    x, unbatched = _batched(input)
-    y = AvgPool2dFunction.apply(x, out, None)
-    return y.squeeze(0) if unbatched else y
+    return _avg(input, _adaptive_size(output_size, input, op), None)
