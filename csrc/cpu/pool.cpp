@@ -1,7 +1,7 @@
-// CPU pooling. NCHW work is split by planes: each output row is computed for all its "interior"
-// columns (windows wholly inside the input) at once, tap by tap, so the inner loop is a
-// branch-free strided sweep that the compiler vectorises; border columns take the general path.
-// NHWC work is split by output pixels and vectorises over channels. Window bounds, divisors and
+// CPU pooling. NCHW work is split by planes: the "interior" columns of each output row (windows
+// wholly inside the input) are computed a vector block at a time, tap by tap, from rows split by
+// column phase so every load is contiguous; border columns take the general window scan. NHWC
+// work is split by output pixels and vectorises over channels. Window bounds, divisors and
 // covering ranges all come from math/pool.h, the same functions the CUDA kernels call.
 #include <algorithm>
 #include <cstring>
