@@ -5,6 +5,7 @@
 // so loads coalesce. Windows, divisors and covering ranges come from math/pool.h, the code the
 // CPU kernels (and so the CPU tests) run.
 #include <limits>
+#include <type_traits>
 
 #include "core/cuda_utils.cuh"
 #include "core/dispatch.h"
