@@ -305,6 +305,13 @@ def test_bad_input(call, exc, match, device):
         call(x)
 
 
+@pytest.mark.parametrize("fn", [lambda t: F.max_pool2d(t, 2), lambda t: F.avg_pool2d(t, 2),
+                                lambda t: F.adaptive_avg_pool2d(t, 2)])
+def test_unsupported_device(fn):
+    with pytest.raises(RuntimeError, match="input is on meta; pynn runs on cpu and cuda"):
+        fn(torch.empty(2, 3, 5, 5, device="meta"))
+
+
 def test_nan_inf_inputs_propagate_like_torch(device):
     x = torch.randn(2, 3, 8, 9, device=device)
     x[0, 0, 1, 1] = math.nan
