@@ -303,7 +303,7 @@ void max_forward(const T* x, T* y, I* ind, const PoolGeometry& g, const MaxPoolP
   }
 }
 
-// Scatter: each window's gradient goes to its argmax, summed in output order where windows
+// NCHW scatters: each window's gradient goes to its argmax, summed in output order where windows
 // overlap. Windows with no tap inside the input (dilation only) have no argmax and give nothing.
 template <class T, class I>
 void max_backward_nchw(const T* go, const I* ind, T* gi, const PoolGeometry& g,
@@ -331,37 +331,55 @@ void max_backward_nchw(const T* go, const I* ind, T* gi, const PoolGeometry& g,
   });
 }
 
+// NHWC gathers instead, like the CUDA kernel (and with its covering and tap tests): each input
+// pixel sums, channel-wise, the gradients of the covering outputs whose argmax it is, in output
+// order. That vectorises over channels and writes every element once, with no zeroing pass.
 template <class T, class I>
-void max_backward_nhwc(const T* go, const I* ind, T* gi, const PoolGeometry& g,
-                       const MaxPoolParams& p, const char* op) {
-  const int64_t C = g.C, in_plane = g.H * g.W;
-  const MaxColumns cols = max_columns(p.w);
-  // Tasks own (sample, channel block) pairs: the scatter never crosses channels, so tasks never
-  // write the same element, and a batch of one still splits.
-  constexpr int64_t kCB = 64;
-  const int64_t nblocks = (C + kCB - 1) / kCB;
-  const int64_t task_work = std::max<int64_t>(1, (in_plane + g.OH * g.OW) * std::min(C, kCB));
-  parallel_for(0, g.N * nblocks, std::max<int64_t>(1, kGrain / task_work), [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t n = t / nblocks, c0 = (t % nblocks) * kCB, c1 = std::min(C, c0 + kCB);
-      T* gn = gi + n * in_plane * C;
-      for (int64_t i = 0; i < in_plane; ++i)
-        std::fill(gn + i * C + c0, gn + i * C + c1, T(0));
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        if (max_pool_taps(oh, p.h).count == 0) continue;
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          if (cols.taps[ow].count == 0) continue;
-          const int64_t o = ((n * g.OH + oh) * g.OW + ow) * C;
-          for (int64_t c = c0; c < c1; ++c) {
-            const int64_t idx = static_cast<int64_t>(ind[o + c]);
-            PYNN_CHECK(idx >= 0 && idx < in_plane, op, ": indices holds ", idx,
-                       ", outside the input plane of ", in_plane, " elements");
-            gn[idx * C + c] += go[o + c];
-          }
-        }
+PYNN_ALWAYS_INLINE void max_backward_nhwc_pixels(const T* go, const I* ind, T* gi,
+                                                 const PoolGeometry& g, const MaxPoolParams& p,
+                                                 int64_t b, int64_t e) {
+  const int64_t C = g.C;
+  const int64_t span_h = (p.h.kernel - 1) * p.h.dilation + 1;
+  const int64_t span_w = (p.w.kernel - 1) * p.w.dilation + 1;
+  for (int64_t i = b; i < e; ++i) {
+    const int64_t w = i % g.W, h = (i / g.W) % g.H, n = i / (g.W * g.H);
+    const I flat = static_cast<I>(h * g.W + w);
+    T* __restrict gv = gi + i * C;
+    for (int64_t c = 0; c < C; ++c) gv[c] = T(0);
+    int64_t oh0, oh1, ow0, ow1;
+    pool_covering(h, span_h, p.h.stride, p.h.pad, g.OH, oh0, oh1);
+    pool_covering(w, span_w, p.w.stride, p.w.pad, g.OW, ow0, ow1);
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+      if (!max_pool_is_tap(h, oh, p.h)) continue;
+      for (int64_t ow = ow0; ow < ow1; ++ow) {
+        if (!max_pool_is_tap(w, ow, p.w)) continue;
+        const int64_t o = ((n * g.OH + oh) * g.OW + ow) * C;
+        const T* __restrict gov = go + o;
+        const I* __restrict iv = ind + o;
+        for (int64_t c = 0; c < C; ++c) gv[c] = iv[c] == flat ? gv[c] + gov[c] : gv[c];
       }
     }
-  });
+  }
+}
+
+#define PYNN_STAMP_MAX_BACKWARD(T, I)                                                          \
+  PYNN_MULTIVERSION void max_backward_nhwc_mv(const T* go, const I* ind, T* gi,                \
+                                              const PoolGeometry& g, const MaxPoolParams& p,   \
+                                              int64_t b, int64_t e) {                          \
+    max_backward_nhwc_pixels<T, I>(go, ind, gi, g, p, b, e);                                   \
+  }
+PYNN_STAMP_MAX_BACKWARD(float, int32_t)
+PYNN_STAMP_MAX_BACKWARD(float, int64_t)
+PYNN_STAMP_MAX_BACKWARD(double, int32_t)
+PYNN_STAMP_MAX_BACKWARD(double, int64_t)
+#undef PYNN_STAMP_MAX_BACKWARD
+
+template <class T, class I>
+void max_backward_nhwc(const T* go, const I* ind, T* gi, const PoolGeometry& g,
+                       const MaxPoolParams& p) {
+  const int64_t work = std::max<int64_t>(1, 3 * g.C);
+  parallel_for(0, g.N * g.H * g.W, std::max<int64_t>(1, kGrain / work),
+               [&](int64_t b, int64_t e) { max_backward_nhwc_mv(go, ind, gi, g, p, b, e); });
 }
 
 // ---- average pooling ----
@@ -689,7 +707,7 @@ void max_pool2d_backward_cpu(const TensorView& grad_output, const TensorView& in
       if (g.layout == PoolLayout::NCHW)
         max_backward_nchw<T, I>(grad_output.ptr<T>(), ind, grad_input.ptr<T>(), g, p, op);
       else
-        max_backward_nhwc<T, I>(grad_output.ptr<T>(), ind, grad_input.ptr<T>(), g, p, op);
+        max_backward_nhwc<T, I>(grad_output.ptr<T>(), ind, grad_input.ptr<T>(), g, p);
     });
   });
 }
