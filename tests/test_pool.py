@@ -23,6 +23,7 @@ MAX_CASES = [
     ((2, 3, 23, 70), 3, 2, 1, 1, False),           # wide rows: vector block path and its tail
     ((1, 2, 15, 61), 3, 1, 1, 1, True),            # stride-1 blocks
     ((1, 2, 9, 80), (2, 3), (1, 3), (1, 1), (1, 2), True),  # generic stride, dilated blocks
+    ((1, 2, 20, 21), 17, 1, 2, 1, False),          # 289 taps: argmax kept as int32, not uint8
 ]
 MAX_IDS = [f"{s}-k{k}-s{st}-p{p}-d{d}-c{int(c)}" for s, k, st, p, d, c in MAX_CASES]
 
@@ -335,11 +336,11 @@ def test_kernel_level_checks():
     with pytest.raises(ValueError, match="both be contiguous or both channels_last"):
         B._C.avg_pool2d_forward_cpu(B.view(x), B.view(transposed), 2, 2, 2, 2, 0, 0, True, 0)
     out, float_ind = torch.empty(1, 2, 3, 3), torch.empty(1, 2, 3, 3)
-    with pytest.raises(TypeError, match="indices must be int64 or int32"):
+    with pytest.raises(TypeError, match="indices must be int64, int32 or uint8"):
         B._C.max_pool2d_forward_cpu(B.view(x), B.view(out), B.view(float_ind),
                                     2, 2, 2, 2, 0, 0, 1, 1)
     grad, bad_ind, grad_in = (torch.ones(1, 2, 3, 3), torch.full((1, 2, 3, 3), 99, dtype=torch.int32),
                               torch.empty_like(x))
-    with pytest.raises(ValueError, match="indices holds 99"):
+    with pytest.raises(ValueError, match="indices holds 99, which names no input position"):
         B._C.max_pool2d_backward_cpu(B.view(grad), B.view(bad_ind), B.view(grad_in),
                                      2, 2, 2, 2, 0, 0, 1, 1)

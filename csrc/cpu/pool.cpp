@@ -69,13 +69,16 @@ MaxColumns max_columns(const PoolDim& d) {
   return c;
 }
 
-// The general window scan, in torch's order (rows, then columns).
+// The general window scan, in torch's order (rows, then columns). The argmax starts at the first
+// tap inside the input, as torch's does, so an all -inf window still names a real position; a
+// window with no tap inside (dilation only) stores torch's index for it and the backward skips it.
 template <class T, class I, bool kIdx>
-PYNN_ALWAYS_INLINE void max_window_taps(const T* x, T* y, I* ind, const MaxTaps& th, const MaxTaps& tw,
-                       const MaxPoolParams& p) {
+PYNN_ALWAYS_INLINE void max_window_taps(const T* x, T* y, I* ind, const MaxTaps& th,
+                                        const MaxTaps& tw, const MaxPoolParams& p) {
   const int64_t W = p.w.in;
   T best = -std::numeric_limits<T>::infinity();
-  int64_t arg = th.first * W + tw.first;
+  int64_t arg =
+      kPoolTapIndex<I> ? th.skipped * p.w.kernel + tw.skipped : th.first * W + tw.first;
   for (int64_t jh = 0; jh < th.count; ++jh) {
     const int64_t h = th.first + jh * p.h.dilation;
     for (int64_t jw = 0; jw < tw.count; ++jw) {
@@ -83,7 +86,7 @@ PYNN_ALWAYS_INLINE void max_window_taps(const T* x, T* y, I* ind, const MaxTaps&
       const T v = x[idx];
       if (max_pool_takes(v, best)) {
         best = v;
-        arg = idx;
+        arg = kPoolTapIndex<I> ? (th.skipped + jh) * p.w.kernel + tw.skipped + jw : idx;
       }
     }
   }
@@ -144,21 +147,26 @@ PYNN_ALWAYS_INLINE void max_interior_block(const PhaseSplit<T>& src, T* __restri
                                            I* __restrict ind, int64_t ow0, const MaxTaps& th,
                                            const MaxPoolParams& p, const MaxColumns& cols) {
   constexpr int B = kBlock<T>;
+  constexpr bool kTap = kPoolTapIndex<I>;
+  // Lanes keep tap numbers as int32 (the width of the float compare masks) until the store.
+  using Lane = std::conditional_t<kTap, int32_t, I>;
   const int64_t W = p.w.in, s = p.w.stride;
   T m[B];
-  I id[B];
+  Lane id[B];
   for (int64_t jh = 0; jh < th.count; ++jh) {
     const int64_t h = th.first + jh * p.h.dilation;
     for (int64_t jw = 0; jw < p.w.kernel; ++jw) {
       const int64_t slot = ow0 + cols.tap_slot[jw], q = cols.tap_phase[jw];
       const T* __restrict r = src.row(h, q) + slot;
-      const int64_t base = h * W + s * slot + q;  // flat index of lane 0's tap
+      // Lane i's argmax candidate: a tap number (the same in every lane) or a flat index.
+      const int64_t base = kTap ? (th.skipped + jh) * p.w.kernel + jw : h * W + s * slot + q;
+      const int64_t step = kTap ? 0 : s;
       if (jh == 0 && jw == 0) {
         // The first tap seeds the running max; torch's -inf start gives the same value and index.
 #pragma GCC unroll 1
         for (int i = 0; i < B; ++i) {
           m[i] = r[i];
-          if constexpr (kIdx) id[i] = static_cast<I>(base + i * s);
+          if constexpr (kIdx) id[i] = static_cast<Lane>(base + i * step);
         }
         continue;
       }
@@ -167,7 +175,7 @@ PYNN_ALWAYS_INLINE void max_interior_block(const PhaseSplit<T>& src, T* __restri
         const T v = r[i];
         const bool take = max_pool_takes(v, m[i]);
         m[i] = take ? v : m[i];
-        if constexpr (kIdx) id[i] = take ? static_cast<I>(base + i * s) : id[i];
+        if constexpr (kIdx) id[i] = take ? static_cast<Lane>(base + i * step) : id[i];
       }
     }
   }
@@ -175,7 +183,7 @@ PYNN_ALWAYS_INLINE void max_interior_block(const PhaseSplit<T>& src, T* __restri
   for (int i = 0; i < B; ++i) y[i] = m[i];
   if constexpr (kIdx) {
 #pragma GCC unroll 1
-    for (int i = 0; i < B; ++i) ind[i] = id[i];
+    for (int i = 0; i < B; ++i) ind[i] = static_cast<I>(id[i]);
   }
 }
 
@@ -229,6 +237,11 @@ PYNN_ALWAYS_INLINE void max_nhwc_rows(const T* x, T* y, I* ind, const PoolGeomet
                                       const MaxPoolParams& p, const MaxColumns& cols, int64_t b,
                                       int64_t e) {
   const int64_t C = g.C, W = g.W;
+  // Tap numbers are tracked in int32 lanes (the width of the float compare masks; byte lanes
+  // vectorise poorly) and narrowed once per pixel.
+  constexpr bool kTap = kPoolTapIndex<I>;
+  using Lane = std::conditional_t<kTap, int32_t, I>;
+  std::vector<Lane> lanes(kTap && kIdx ? C : 0);
   for (int64_t r = b; r < e; ++r) {
     const int64_t n = r / g.OH, oh = r % g.OH;
     const MaxTaps th = max_pool_taps(oh, p.h);
@@ -236,11 +249,16 @@ PYNN_ALWAYS_INLINE void max_nhwc_rows(const T* x, T* y, I* ind, const PoolGeomet
     for (int64_t ow = 0; ow < g.OW; ++ow) {
       const MaxTaps& tw = cols.taps[ow];
       T* __restrict yv = y + (r * g.OW + ow) * C;
-      I* __restrict iv = kIdx ? ind + (r * g.OW + ow) * C : nullptr;
+      I* __restrict out_iv = kIdx ? ind + (r * g.OW + ow) * C : nullptr;
+      Lane* __restrict iv;
+      if constexpr (kTap) iv = lanes.data();
+      else iv = out_iv;
       if (th.count == 0 || tw.count == 0) {
+        // No tap inside the input: torch's index (the backward skips such windows).
+        const I empty = static_cast<I>(kTap ? 0 : th.first * W + tw.first);
         for (int64_t c = 0; c < C; ++c) yv[c] = -std::numeric_limits<T>::infinity();
         if constexpr (kIdx)
-          for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(th.first * W + tw.first);
+          for (int64_t c = 0; c < C; ++c) out_iv[c] = empty;
         continue;
       }
       bool first = true;
@@ -249,10 +267,12 @@ PYNN_ALWAYS_INLINE void max_nhwc_rows(const T* x, T* y, I* ind, const PoolGeomet
         for (int64_t jw = 0; jw < tw.count; ++jw) {
           const int64_t flat = h * W + tw.first + jw * p.w.dilation;
           const T* __restrict xv = xn + flat * C;
+          const Lane arg =
+              static_cast<Lane>(kTap ? (th.skipped + jh) * p.w.kernel + tw.skipped + jw : flat);
           if (first) {
             std::memcpy(yv, xv, sizeof(T) * C);
             if constexpr (kIdx)
-              for (int64_t c = 0; c < C; ++c) iv[c] = static_cast<I>(flat);
+              for (int64_t c = 0; c < C; ++c) iv[c] = arg;
             first = false;
             continue;
           }
@@ -260,10 +280,12 @@ PYNN_ALWAYS_INLINE void max_nhwc_rows(const T* x, T* y, I* ind, const PoolGeomet
             const T v = xv[c];
             const bool take = max_pool_takes(v, yv[c]);
             yv[c] = take ? v : yv[c];
-            if constexpr (kIdx) iv[c] = take ? static_cast<I>(flat) : iv[c];
+            if constexpr (kIdx) iv[c] = take ? arg : iv[c];
           }
         }
       }
+      if constexpr (kTap && kIdx)
+        for (int64_t c = 0; c < C; ++c) out_iv[c] = static_cast<I>(iv[c]);
     }
   }
 }
@@ -280,9 +302,11 @@ PYNN_ALWAYS_INLINE void max_nhwc_rows(const T* x, T* y, I* ind, const PoolGeomet
     max_nhwc_rows<T, I, K>(x, y, ind, g, p, cols, b, e);                                       \
   }
 PYNN_STAMP_MAX(float, int32_t, false)
+PYNN_STAMP_MAX(float, uint8_t, true)
 PYNN_STAMP_MAX(float, int32_t, true)
 PYNN_STAMP_MAX(float, int64_t, true)
 PYNN_STAMP_MAX(double, int32_t, false)
+PYNN_STAMP_MAX(double, uint8_t, true)
 PYNN_STAMP_MAX(double, int32_t, true)
 PYNN_STAMP_MAX(double, int64_t, true)
 #undef PYNN_STAMP_MAX
@@ -310,20 +334,36 @@ void max_backward_nchw(const T* go, const I* ind, T* gi, const PoolGeometry& g,
                        const MaxPoolParams& p, const char* op) {
   const MaxColumns cols = max_columns(p.w);
   const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+  // Tap numbers (uint8 storage) become flat offsets from the window's corner.
+  const int64_t taps = p.h.kernel * p.w.kernel;
+  std::vector<int64_t> tap_offset(kPoolTapIndex<I> ? taps : 0);
+  for (int64_t t = 0; t < static_cast<int64_t>(tap_offset.size()); ++t)
+    tap_offset[t] = t / p.w.kernel * p.h.dilation * g.W + t % p.w.kernel * p.w.dilation;
   parallel_for(0, g.N * g.C, plane_grain(in_plane + out_plane), [&](int64_t b, int64_t e) {
+    // Locals, so the scatter loop keeps them in registers rather than reloading them through
+    // the captured references after every store.
+    const int64_t OH = g.OH, OW = g.OW, sh = p.h.stride, ph = p.h.pad, sw = p.w.stride,
+                  pw = p.w.pad, W = g.W;
+    const int64_t* __restrict offset = tap_offset.data();
+    const MaxTaps* __restrict col_taps = cols.taps.data();
     for (int64_t pl = b; pl < e; ++pl) {
-      T* gp = gi + pl * in_plane;
+      T* __restrict gp = gi + pl * in_plane;
       std::fill(gp, gp + in_plane, T(0));
-      const T* gop = go + pl * out_plane;
-      const I* ip = ind + pl * out_plane;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const T* __restrict gop = go + pl * out_plane;
+      const I* __restrict ip = ind + pl * out_plane;
+      for (int64_t oh = 0; oh < OH; ++oh) {
         if (max_pool_taps(oh, p.h).count == 0) continue;
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          if (cols.taps[ow].count == 0) continue;
-          const int64_t o = oh * g.OW + ow;
-          const int64_t idx = static_cast<int64_t>(ip[o]);
-          PYNN_CHECK(idx >= 0 && idx < in_plane, op, ": indices holds ", idx,
-                     ", outside the input plane of ", in_plane, " elements");
+        const int64_t corner_row = (oh * sh - ph) * W;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          if (col_taps[ow].count == 0) continue;
+          const int64_t o = oh * OW + ow;
+          const int64_t v = static_cast<int64_t>(ip[o]);
+          int64_t idx = v;
+          if constexpr (kPoolTapIndex<I>)
+            idx = v < taps ? corner_row + ow * sw - pw + offset[v] : -1;
+          if (idx < 0 || idx >= in_plane)
+            throw ValueError(detail::concat(op, ": indices holds ", v, ", which names no input ",
+                                            "position of window (", oh, ", ", ow, ")"));
           gp[idx] += gop[o];
         }
       }
@@ -343,7 +383,6 @@ PYNN_ALWAYS_INLINE void max_backward_nhwc_pixels(const T* go, const I* ind, T* g
   const int64_t span_w = (p.w.kernel - 1) * p.w.dilation + 1;
   for (int64_t i = b; i < e; ++i) {
     const int64_t w = i % g.W, h = (i / g.W) % g.H, n = i / (g.W * g.H);
-    const I flat = static_cast<I>(h * g.W + w);
     T* __restrict gv = gi + i * C;
     for (int64_t c = 0; c < C; ++c) gv[c] = T(0);
     int64_t oh0, oh1, ow0, ow1;
@@ -354,9 +393,10 @@ PYNN_ALWAYS_INLINE void max_backward_nhwc_pixels(const T* go, const I* ind, T* g
       for (int64_t ow = ow0; ow < ow1; ++ow) {
         if (!max_pool_is_tap(w, ow, p.w)) continue;
         const int64_t o = ((n * g.OH + oh) * g.OW + ow) * C;
+        const I mine = static_cast<I>(max_pool_index<I>(h, w, oh, ow, p));
         const T* __restrict gov = go + o;
         const I* __restrict iv = ind + o;
-        for (int64_t c = 0; c < C; ++c) gv[c] = iv[c] == flat ? gv[c] + gov[c] : gv[c];
+        for (int64_t c = 0; c < C; ++c) gv[c] = iv[c] == mine ? gv[c] + gov[c] : gv[c];
       }
     }
   }
@@ -368,8 +408,10 @@ PYNN_ALWAYS_INLINE void max_backward_nhwc_pixels(const T* go, const I* ind, T* g
                                               int64_t b, int64_t e) {                          \
     max_backward_nhwc_pixels<T, I>(go, ind, gi, g, p, b, e);                                   \
   }
+PYNN_STAMP_MAX_BACKWARD(float, uint8_t)
 PYNN_STAMP_MAX_BACKWARD(float, int32_t)
 PYNN_STAMP_MAX_BACKWARD(float, int64_t)
+PYNN_STAMP_MAX_BACKWARD(double, uint8_t)
 PYNN_STAMP_MAX_BACKWARD(double, int32_t)
 PYNN_STAMP_MAX_BACKWARD(double, int64_t)
 #undef PYNN_STAMP_MAX_BACKWARD
@@ -667,6 +709,7 @@ template <class F>
 void dispatch_index(const TensorView& ind, bool store, F&& f) {
   if (!store) f(static_cast<int32_t*>(nullptr), std::false_type{});
   else if (ind.dtype == DType::Int64) f(ind.ptr<int64_t>(), std::true_type{});
+  else if (ind.dtype == DType::UInt8) f(ind.ptr<uint8_t>(), std::true_type{});
   else f(ind.ptr<int32_t>(), std::true_type{});
 }
 
@@ -678,7 +721,7 @@ void max_pool2d_forward_cpu(const TensorView& input, const TensorView& output,
   const char* op = "max_pool2d_forward";
   const PoolGeometry g = pool_check_pair(input, output, op, "input", "output");
   const MaxPoolParams p = make_max_pool_params(g, kh, kw, sh, sw, ph, pw, dh, dw, op);
-  const bool store = pool_check_indices(indices, output, g, op);
+  const bool store = pool_check_indices(indices, output, g, p, op);
   check_device(input, Device::CPU, op, "input");
   if (output.numel() == 0) return;
   dispatch_floating(input.dtype, op, "input", [&](auto tag) {
@@ -697,7 +740,7 @@ void max_pool2d_backward_cpu(const TensorView& grad_output, const TensorView& in
   const char* op = "max_pool2d_backward";
   const PoolGeometry g = pool_check_pair(grad_input, grad_output, op, "grad_input", "grad_output");
   const MaxPoolParams p = make_max_pool_params(g, kh, kw, sh, sw, ph, pw, dh, dw, op);
-  PYNN_CHECK(pool_check_indices(indices, grad_output, g, op), op, ": indices are required");
+  PYNN_CHECK(pool_check_indices(indices, grad_output, g, p, op), op, ": indices are required");
   check_device(grad_input, Device::CPU, op, "grad_input");
   if (grad_input.numel() == 0) return;
   dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {

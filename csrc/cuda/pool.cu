@@ -60,7 +60,10 @@ __global__ void max_pool2d_forward_kernel(const T* __restrict__ x, T* __restrict
     const int64_t step = pixel_step<kNHWC>(C);
     const MaxTaps th = max_pool_taps(oc.h, p.h), tw = max_pool_taps(oc.w, p.w);
     T best = -std::numeric_limits<T>::infinity();
-    int64_t arg = th.first * W + tw.first;
+    // As on the CPU: start at the first tap inside the input (torch's index for a window with
+    // none), stored as a flat index or, for uint8, as the tap number inside the window.
+    int64_t arg =
+        kPoolTapIndex<I> ? th.skipped * p.w.kernel + tw.skipped : th.first * W + tw.first;
     for (int64_t jh = 0; jh < th.count; ++jh) {
       const int64_t h = th.first + jh * p.h.dilation;
       for (int64_t jw = 0; jw < tw.count; ++jw) {
@@ -68,7 +71,7 @@ __global__ void max_pool2d_forward_kernel(const T* __restrict__ x, T* __restrict
         const T v = x[in_base + flat * step];
         if (max_pool_takes(v, best)) {
           best = v;
-          arg = flat;
+          arg = kPoolTapIndex<I> ? (th.skipped + jh) * p.w.kernel + tw.skipped + jw : flat;
         }
       }
     }
@@ -92,7 +95,6 @@ __global__ void max_pool2d_backward_kernel(const T* __restrict__ go, const I* __
     int64_t oh0, oh1, ow0, ow1;
     pool_covering(ic.h, span_h, p.h.stride, p.h.pad, OH, oh0, oh1);
     pool_covering(ic.w, span_w, p.w.stride, p.w.pad, OW, ow0, ow1);
-    const int64_t flat = ic.h * p.w.in + ic.w;
     T sum = T(0);
     for (int64_t oh = oh0; oh < oh1; ++oh) {
       // A tap test first: an output whose window missed the input entirely stores an index
@@ -101,7 +103,7 @@ __global__ void max_pool2d_backward_kernel(const T* __restrict__ go, const I* __
       for (int64_t ow = ow0; ow < ow1; ++ow) {
         if (!max_pool_is_tap(ic.w, ow, p.w)) continue;
         const int64_t o = out_base + (oh * OW + ow) * step;
-        if (static_cast<int64_t>(ind[o]) == flat) sum += go[o];
+        if (ind[o] == static_cast<I>(max_pool_index<I>(ic.h, ic.w, oh, ow, p))) sum += go[o];
       }
     }
     gi[i] = sum;
@@ -172,6 +174,7 @@ template <class F>
 void dispatch_index(const TensorView& ind, bool store, F&& f) {
   if (!store) f(static_cast<int32_t*>(nullptr), std::false_type{});
   else if (ind.dtype == DType::Int64) f(ind.ptr<int64_t>(), std::true_type{});
+  else if (ind.dtype == DType::UInt8) f(ind.ptr<uint8_t>(), std::true_type{});
   else f(ind.ptr<int32_t>(), std::true_type{});
 }
 
@@ -237,7 +240,7 @@ void max_pool2d_forward_cuda(const TensorView& input, const TensorView& output,
   const char* op = "max_pool2d_forward";
   const PoolGeometry g = pool_check_pair(input, output, op, "input", "output");
   const MaxPoolParams p = make_max_pool_params(g, kh, kw, sh, sw, ph, pw, dh, dw, op);
-  const bool store = pool_check_indices(indices, output, g, op);
+  const bool store = pool_check_indices(indices, output, g, p, op);
   check_device(input, Device::CUDA, op, "input");
   const int64_t total = output.numel();
   if (total == 0) return;
@@ -263,7 +266,7 @@ void max_pool2d_backward_cuda(const TensorView& grad_output, const TensorView& i
   const char* op = "max_pool2d_backward";
   const PoolGeometry g = pool_check_pair(grad_input, grad_output, op, "grad_input", "grad_output");
   const MaxPoolParams p = make_max_pool_params(g, kh, kw, sh, sw, ph, pw, dh, dw, op);
-  PYNN_CHECK(pool_check_indices(indices, grad_output, g, op), op, ": indices are required");
+  PYNN_CHECK(pool_check_indices(indices, grad_output, g, p, op), op, ": indices are required");
   check_device(grad_input, Device::CUDA, op, "grad_input");
   const int64_t total = grad_input.numel();
   if (total == 0) return;

@@ -11,6 +11,7 @@
 //   adaptive avg  [floor(o*in/out), ceil((o+1)*in/out)).
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/macros.h"
 #include "core/tensor.h"
@@ -47,6 +48,7 @@ struct PoolDim {
 // first tap at or after 0, because torch reports that position as the argmax of such a window.
 struct MaxTaps {
   int64_t first, count;
+  int64_t skipped;  // kernel taps before `first` (in the padding)
 };
 
 PYNN_HOST_DEVICE MaxTaps max_pool_taps(int64_t o, const PoolDim& d) {
@@ -54,7 +56,7 @@ PYNN_HOST_DEVICE MaxTaps max_pool_taps(int64_t o, const PoolDim& d) {
   const int64_t j0 = start < 0 ? (-start + d.dilation - 1) / d.dilation : 0;
   const int64_t last = d.in - 1 - start;  // the largest offset from start still inside
   const int64_t j1 = last < 0 ? 0 : pool_min(d.kernel, last / d.dilation + 1);
-  return {start + j0 * d.dilation, pool_max(j1 - j0, 0)};
+  return {start + j0 * d.dilation, pool_max(j1 - j0, 0), j0};
 }
 
 // torch's scan rule: the first strictly larger value wins, and a NaN always wins, so the result
@@ -82,6 +84,29 @@ PYNN_HOST_DEVICE bool max_pool_is_tap(int64_t i, int64_t o, const PoolDim& d) {
 struct MaxPoolParams {
   PoolDim h, w;
 };
+
+// How a window's argmax is stored. Wide types (int64 for the user, int32 otherwise) hold the flat
+// index h*W + w into the input plane, as torch reports it. uint8 holds the tap number
+// jh*kernel_w + jw inside the window, counted from the window's first (possibly padded) position:
+// a quarter of int32's memory traffic, for kernels of up to 256 taps.
+template <class I>
+constexpr bool kPoolTapIndex = std::is_same<I, uint8_t>::value;
+constexpr int64_t kPoolMaxTapIndex = 256;
+
+// The stored argmax naming input (h, w), a tap of output (oh, ow).
+template <class I>
+PYNN_HOST_DEVICE int64_t max_pool_index(int64_t h, int64_t w, int64_t oh, int64_t ow,
+                                        const MaxPoolParams& p) {
+  if constexpr (kPoolTapIndex<I>) {
+    const int64_t dh = h - (oh * p.h.stride - p.h.pad), dw = w - (ow * p.w.stride - p.w.pad);
+    // Dilation 1 is the common case: skip two integer divisions.
+    const int64_t jh = p.h.dilation == 1 ? dh : dh / p.h.dilation;
+    const int64_t jw = p.w.dilation == 1 ? dw : dw / p.w.dilation;
+    return jh * p.w.kernel + jw;
+  } else {
+    return h * p.w.in + w;
+  }
+}
 
 // ---- average pooling (fixed windows and adaptive) ----
 
@@ -219,16 +244,21 @@ inline AvgPoolParams make_adaptive_params(const PoolGeometry& g, const char* op)
 }
 
 // An indices view of one dim and no elements means "store no indices". Otherwise it must match
-// the output in shape, device and layout, and be int64 or (when every flat index fits) int32.
+// the output in shape, device and layout, and be int64, int32 (when every flat index fits) or
+// uint8 (tap numbers, when the kernel has at most 256 taps).
 inline bool pool_check_indices(const TensorView& ind, const TensorView& out,
-                               const PoolGeometry& g, const char* op) {
+                               const PoolGeometry& g, const MaxPoolParams& p, const char* op) {
   if (ind.dim == 1 && ind.numel() == 0) return false;
   check_dim(ind, 4, op, "indices");
   check_defined(ind, op, "indices");
   check_same_device(ind, out, op, "indices", "output");
   check_same_shape(ind, out, op, "indices", "output");
-  PYNN_CHECK_TYPE(ind.dtype == DType::Int64 || ind.dtype == DType::Int32, op,
-                  ": indices must be int64 or int32, got ", dtype_name(ind.dtype));
+  PYNN_CHECK_TYPE(ind.dtype == DType::Int64 || ind.dtype == DType::Int32 ||
+                      ind.dtype == DType::UInt8,
+                  op, ": indices must be int64, int32 or uint8, got ", dtype_name(ind.dtype));
+  PYNN_CHECK(ind.dtype != DType::UInt8 || p.h.kernel * p.w.kernel <= kPoolMaxTapIndex, op,
+             ": uint8 indices cannot number the ", p.h.kernel * p.w.kernel, " taps of a ",
+             p.h.kernel, "x", p.w.kernel, " kernel");
   PYNN_CHECK(ind.dtype == DType::Int64 || g.H * g.W <= INT32_MAX, op,
              ": int32 indices cannot address a ", g.H, "x", g.W, " plane; use int64");
   PYNN_CHECK(pool_has_layout(ind, g.layout), op, ": indices must have the layout of ",

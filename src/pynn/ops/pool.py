@@ -4,9 +4,10 @@ csrc/cuda/pool.cu, window math in csrc/math/pool.h).
 Inputs are (N, C, H, W) or unbatched (C, H, W). A channels_last input is pooled in place by the
 NHWC kernels and gives a channels_last output, as in torch; any other layout is made contiguous.
 
-Max pooling keeps, for the backward, the argmax of each window as an int32 flat index into its
-input plane (int64 only when a plane has more than 2**31 - 1 elements), and nothing at all when
-no gradient is needed. return_indices=True yields torch's int64 indices.
+Max pooling keeps, for the backward, the argmax of each window as a uint8 tap number within
+the window (kernels of up to 256 taps; otherwise an int32 flat index into the input plane, int64
+only for planes of more than 2**31 - 1 elements), and nothing at all when no gradient is
+needed. return_indices=True yields torch's int64 flat indices.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch.autograd.function import once_differentiable
 from .. import _backend as B
 
 _INT32_MAX = 2**31 - 1
+_MAX_TAP_INDEX = 256  # uint8 tap numbers cover kernels of up to this many taps
 _CL = torch.channels_last
 _CF = torch.contiguous_format
 
@@ -100,11 +102,17 @@ def _max_forward(x, args, out_hw, return_indices: bool, for_backward: bool):
     N, C, H, W = x.shape
     shape = (N, C) + tuple(out_hw)
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-    ind = None
-    if return_indices or (for_backward and H * W > _INT32_MAX):
-        ind = torch.empty(shape, dtype=torch.int64, device=x.device, memory_format=fmt)
+    ind_dtype = None
+    if return_indices:
+        ind_dtype = torch.int64
     elif for_backward:
-        ind = torch.empty(shape, dtype=torch.int32, device=x.device, memory_format=fmt)
+        if args[0] * args[1] <= _MAX_TAP_INDEX:
+            ind_dtype = torch.uint8
+        else:
+            ind_dtype = torch.int32 if H * W <= _INT32_MAX else torch.int64
+    ind = None
+    if ind_dtype is not None:
+        ind = torch.empty(shape, dtype=ind_dtype, device=x.device, memory_format=fmt)
     B.launch("max_pool2d_forward", x, B.view(x), B.view(out),
              B.view(ind if ind is not None else _no_indices(x.device)), *args)
     return out, ind, fmt
