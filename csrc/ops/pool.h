@@ -3,9 +3,10 @@
 // (input, output, indices and grads of one call share the layout). Output sizes are read from the
 // output tensors and checked against the window rules of math/pool.h.
 //
-// Max pooling writes the argmax of each window as a flat index h*W + w into its input plane, as
-// torch does. `indices` may be int64 (returned to the user), int32 (kept only for the backward:
-// half the memory) or an empty view (no backward needed: nothing stored).
+// Max pooling writes the argmax of each window to `indices`: int64 or int32 hold the flat index
+// h*W + w into the input plane, as torch does (int64 is what the user gets back); uint8 holds the
+// tap number inside the window (see math/pool.h), what the backward keeps for kernels of up to
+// 256 taps; an empty view (no backward needed) stores nothing.
 // divisor_override = 0 means none; adaptive pooling takes its windows from the shapes alone.
 #include <cstdint>
 
