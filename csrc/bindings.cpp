@@ -17,6 +17,7 @@
 #include "ops/rnn.h"
 #include "ops/lrn.h"
 #include "ops/batchnorm.h"
+#include "ops/pool.h"
 
 namespace py = pybind11;
 
@@ -103,4 +104,13 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, lrn_backward);
   PYNN_DEF(m, batch_norm_forward);
   PYNN_DEF(m, batch_norm_backward);
+
+  // pooling (csrc/cpu/pool.cpp, csrc/cuda/pool.cu)
+  m.def("pool_output_size", &pynn::pool_output_size_host);
+  PYNN_DEF(m, max_pool2d_forward);
+  PYNN_DEF(m, max_pool2d_backward);
+  PYNN_DEF(m, avg_pool2d_forward);
+  PYNN_DEF(m, avg_pool2d_backward);
+  PYNN_DEF(m, adaptive_avg_pool2d_forward);
+  PYNN_DEF(m, adaptive_avg_pool2d_backward);
 }
