@@ -58,7 +58,7 @@ def _check_parity(model, x, train, rtol=1e-4, atol=1e-5):
     yb.backward(g)
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-9, atol=1e-9)
     for (n, pa), pb in zip(model.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-8, atol=1e-9, msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-7, atol=1e-8, msg=lambda m: f"{n}: {m}")
     for (n, ba), bb in zip(model.named_buffers(), ref.buffers()):
         torch.testing.assert_close(ba, bb, rtol=1e-9, atol=1e-9, msg=lambda m: f"{n}: {m}")
 
@@ -73,7 +73,7 @@ ZOO = [
     ("googlenet", lambda: models.googlenet(num_classes=10, init_weights=True, dropout=0.0, dropout_aux=0.0), (2, 3, 64, 64)),
     ("resnet18", lambda: models.resnet18(num_classes=10), (2, 3, 32, 32)),
     ("resnet50", lambda: models.resnet50(num_classes=10, zero_init_residual=True), (2, 3, 32, 32)),
-    ("cnn", lambda: models.CNN(3, [8, "M", ("conv", 16, 3, 1, 1), ("lrn", 3), ("avg", 2)], 5, hidden=[12], batch_norm=True), (2, 3, 16, 16)),
+    ("cnn", lambda: models.CNN(3, [8, "M", ("conv", 16, 3, 1, 1), ("lrn", 3), ("avg", 2)], 5, hidden=[12], batch_norm=True, input_size=16), (2, 3, 16, 16)),
 ]
 
 
@@ -144,41 +144,42 @@ def test_forward_and_backward_dispatch_no_torch_compute(name, make, shape):
 def test_convert_and_revert_round_trip():
     torch.manual_seed(0)
     model = models.resnet18(num_classes=10)
-    pynn.revert(model)  # a plain torch.nn model, as torchvision would build it
-    model.add_module("extra", torch.nn.Sequential(torch.nn.GELU(), torch.nn.Identity()))
+    pynn.revert(model)  # every layer now a torch.nn one, as torchvision builds it
+    assert not any(type(m).__module__.startswith("pynn.nn") for m in model.modules())
+    model.add_module("extra", torch.nn.Sequential(torch.nn.GELU()))
     model.layer1[0].conv1.weight.requires_grad_(False)
     model.eval()
     calls = []
-    handle = model.layer2[0].bn1.register_forward_hook(lambda m, i, o: calls.append(type(m).__name__))
-    params_before = {n: p for n, p in model.named_parameters()}
-    buffers_before = {n: b.clone() for n, b in model.named_buffers()}
+    handle = model.layer2[0].bn1.register_forward_hook(lambda m, i, o: calls.append(type(m).__module__))
+    params_before = dict(model.named_parameters())
+    tracked_before = model.bn1.num_batches_tracked.item()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        expected = model.fc(torch.flatten(model.avgpool(model.layer4(model.layer3(model.layer2(model.layer1(
-            model.maxpool(model.relu(model.bn1(model.conv1(x)))))))))), 1))
+        expected = model(x)
 
     report = pynn.convert(model)
-    assert all(type(m).__module__.startswith("pynn.nn") for m in model.modules()
-               if type(m) in (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.Linear)) is True
-    kinds = {type(m).__module__.split(".")[0] for n, m in model.named_modules() if n.startswith("layer")}
-    assert kinds == {"pynn", "torch"} or kinds == {"pynn"}  # Sequential containers stay torch
-    assert any(n == "conv1" for n, _ in report.converted)
-    assert {u[1] for u in report.unsupported} == {"GELU", "Identity"}
-    assert dict(model.named_parameters()) == params_before          # same Parameter objects
+    converted = {n for n, _ in report.converted}
+    assert {"", "conv1", "bn1", "fc", "layer2.0.downsample.0"} - {""} <= converted
+    assert [(n, c) for n, c, _ in report.unsupported] == [("extra.0", "GELU")]
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Sequential, models.ResNet)) or name.startswith("extra"):
+            continue
+        if not list(m.children()):
+            assert type(m).__module__.startswith("pynn.nn"), name
+    assert dict(model.named_parameters()) == params_before          # the same Parameter objects
     assert model.layer1[0].conv1.weight.requires_grad is False
     assert not model.training and not model.layer3[1].bn2.training
     with torch.no_grad():
-        got = model.fc(torch.flatten(model.avgpool(model.layer4(model.layer3(model.layer2(model.layer1(
-            model.maxpool(model.relu(model.bn1(model.conv1(x)))))))))), 1))
+        got = model(x)
     torch.testing.assert_close(got, expected)
-    assert calls == ["BatchNorm2d", "BatchNorm2d"] and type(model.layer2[0].bn1).__module__.startswith("pynn")
+    assert calls == ["torch.nn.modules.batchnorm", "pynn.nn.batchnorm"]  # the hook survived
     model.train()
-    model(torch.randn(2, 3, 32, 32))
-    assert model.bn1.num_batches_tracked.item() == buffers_before["bn1.num_batches_tracked"].item() + 1
+    model(x)
+    assert model.bn1.num_batches_tracked.item() == tracked_before + 1
 
     back = pynn.revert(model)
     assert len(back.converted) == len(report.converted)
-    assert not any(type(m).__module__.startswith("pynn") for m in model.modules())
+    assert not any(type(m).__module__.startswith("pynn.nn") for m in model.modules())
     handle.remove()
 
 
@@ -194,7 +195,7 @@ def test_lenet5_learns_handwritten_digits():
     x, y = pynn.data.load_digits()
     x = torch.from_numpy(x)
     x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    y = torch.from_numpy(y)
+    y = torch.from_numpy(y.copy())
     perm = torch.randperm(len(y))
     x, y = x[perm], y[perm]
     n_val = len(y) // 5

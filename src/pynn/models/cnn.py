@@ -76,6 +76,12 @@ class CNN(torch.nn.Module):
             width = hdim
         head.append(nn.Linear(width, num_classes))
         self.classifier = torch.nn.Sequential(*head)
+        self.input_size = None if global_pool else (
+            (input_size, input_size) if isinstance(input_size, int) else tuple(input_size))
 
     def forward(self, x):
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            raise ValueError(f"CNN was built for {self.input_size[0]}x{self.input_size[1]} inputs "
+                             f"(input_size), got {tuple(x.shape[-2:])}; pass global_pool=True "
+                             "for any size")
         return self.classifier(self.features(x))
