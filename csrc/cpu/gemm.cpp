@@ -538,9 +538,10 @@ void kernel_avx2<double>(int rows, int64_t kc, const double* Ap, const double* B
 //       12 KB, about a third of L1, the rest holding the B lines in flight and the C tile. A
 //       larger KC means fewer passes over C and less packing per flop; 384 was measurably better
 //       than 256 on the linear-layer shapes. Doubles: 8 x 192 = 12 KB as well.
-//   NC: the packed B block (KC x NC) is reused by every A micro-panel, so it stays in L2, next to
-//       the source of the following B block that is being prefetched (SourcePrefetch):
-//       384 x 256 floats = 384 KB, twice that = 768 KB of the 1 MB L2. Doubles: 192 x 256.
+//   NC: the packed B block (KC x NC) is reused by every A micro-panel, so it stays in L2:
+//       384 x 256 floats = 384 KB, leaving most of the 1 MB L2 to the A micro-panels and C
+//       tiles passing through and to the source lines of the next pack; 256 measured better
+//       than 512 on the 256-row linear shapes. Doubles: 192 x 256.
 //   MC: the packed A block (MC x KC) is read once per B block from L2/L3; it only needs to be
 //       large so that B is repacked rarely: 1024 x 384 floats = 1.5 MB, mostly in L3.
 // Packing buffers, per thread and shared by float and double (PackBuffer): (MC + MR) x KC +
@@ -631,36 +632,6 @@ struct Problem {
   int64_t c_rs;
 };
 
-// Brings the source of the next B block towards L2 a few lines per micro-kernel call while the
-// current block is being computed. For skinny M every element of B is used only M times, so
-// reading B from L3/DRAM would otherwise be a serial phase as long as a good part of the
-// compute; spread over the calls it overlaps with the FMAs instead.
-struct SourcePrefetch {
-  const char* base = nullptr;
-  int64_t stride = 0, row_lines = 0, rows = 0;
-  int64_t row = 0, line = 0, per_call = 0;
-
-  // `rows` runs of `row_bytes` bytes, `stride_bytes` apart, fetched over `calls` calls of step().
-  void reset(const void* p, int64_t nrows, int64_t row_bytes, int64_t stride_bytes, int64_t calls) {
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
-    base = reinterpret_cast<const char*>(addr & ~uintptr_t(63));
-    stride = stride_bytes;
-    row_lines = (static_cast<int64_t>(addr & 63) + row_bytes + 63) / 64;
-    rows = nrows;
-    row = line = 0;
-    per_call = (nrows * row_lines + calls - 1) / std::max<int64_t>(calls, 1);
-  }
-  void clear() { rows = 0; }
-  void step() {
-    for (int64_t n = per_call; n > 0 && row < rows; --n) {
-#if defined(__GNUC__) || defined(__clang__)
-      __builtin_prefetch(base + row * stride + line * 64, 0, 2);
-#endif
-      if (++line == row_lines) line = 0, ++row;
-    }
-  }
-};
-
 // Computes C[m0:m1, n0:n1] with this thread's own packed copies of the A rows and B columns it
 // needs. No data is shared between threads, so no barrier is ever needed and the serial fallback
 // of parallel_for (nested calls, busy pool) is just a loop over the same rectangles.
@@ -677,20 +648,6 @@ void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, i
   T* Bp = Ap + a_elems;
   alignas(64) T edge[8 * 32];  // an MR x NR tile for the N edge (MR <= 8, NR <= 32)
 
-  SourcePrefetch prefetch;
-  // Points `prefetch` at the source of B block (pc, jc), to be fetched over `calls` kernel calls.
-  auto prefetch_b = [&](int64_t pc, int64_t jc, int64_t calls) {
-    if (pc >= p.K) return prefetch.clear();
-    const int64_t kc = std::min(KC, p.K - pc), nc = std::min(NC, n1 - jc);
-    const T* src = p.B + pc * p.b_rs + jc * p.b_cs;
-    if (p.b_cs == 1)
-      prefetch.reset(src, kc, nc * sizeof(T), p.b_rs * sizeof(T), calls);
-    else if (p.b_rs == 1)
-      prefetch.reset(src, nc, kc * sizeof(T), p.b_cs * sizeof(T), calls);
-    else
-      prefetch.clear();
-  };
-
   for (int64_t pc = 0; pc < p.K; pc += KC) {
     const int64_t kc = std::min(KC, p.K - pc);
     const T beta = pc == 0 ? p.beta : T(1);
@@ -700,19 +657,11 @@ void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, i
       for (int64_t jc = n0; jc < n1; jc += NC) {
         const int64_t nc = std::min(NC, n1 - jc);
         pl.pack_b(kc, nc, p.B + pc * p.b_rs + jc * p.b_cs, p.b_rs, p.b_cs, Bp);
-        const int64_t calls = (mc + MR - 1) / MR * ((nc + NR - 1) / NR);
-        if (jc + NC < n1)
-          prefetch_b(pc, jc + NC, calls);
-        else if (ic + MC < m1)
-          prefetch_b(pc, n0, calls);
-        else
-          prefetch_b(pc + KC, n0, calls);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
           const T* a = Ap + ir * kc;
           T* c_row = p.C + (ic + ir) * p.c_rs + jc;
           for (int64_t jr = 0; jr < nc; jr += NR) {
-            prefetch.step();
             const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
             if (cols == NR) {
               pl.kernel(rows, kc, a, Bp + jr * kc, c_row + jr, p.c_rs, p.alpha, beta);
