@@ -23,6 +23,7 @@
 #include "cpu/gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -633,8 +634,7 @@ struct Problem {
 };
 
 // Computes C[m0:m1, n0:n1] with this thread's own packed copies of the A rows and B columns it
-// needs. No data is shared between threads, so no barrier is ever needed and the serial fallback
-// of parallel_for (nested calls, busy pool) is just a loop over the same rectangles.
+// needs (one task of gemm_cpu's grid).
 template <class T>
 void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, int64_t n0,
                int64_t n1) {
@@ -712,40 +712,58 @@ void gemm_cpu(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t a_rs
   const Plan<T>& pl = plan_for<T>(select_isa());
   const Problem<T> p{M, N, K, alpha, A, a_rs, a_cs, B, b_rs, b_cs, beta, C, c_rs};
 
-  // Split C into tm x tn rectangles, one per thread, on MR/NR panel boundaries. Each thread packs
-  // its own A rows and B columns: a split along N packs A tn times, one along M packs B tm
-  // times, and no packed panel is ever shared, so threads never wait for each other. The split
-  // minimises the busiest thread's time per k: rows * cols multiply-add lanes plus packing
-  // rows + cols elements, one element costing about 4 lanes (a transposing pack moves ~4
-  // floats per cycle while the kernel does 16 lanes). With 2 threads this halves the larger of
-  // M and N: a skinny M = 32 splits N, so each thread packs the small A and its half of B.
+  // C is cut into a grid of gm x gn rectangles on MR/NR panel boundaries; the pool's threads
+  // take rectangles from a shared counter until none is left. A rectangle's thread packs its
+  // own A rows and B columns, so no packed panel is shared and no thread ever waits for another:
+  // when a pool thread wakes late or is preempted (this machine is shared), the others simply
+  // take more rectangles, and a serial fallback of parallel_for (nested call, busy pool) just
+  // runs them all. Cutting along N packs A gn times, cutting along M packs B gm times.
+  //
+  // The grid minimises the estimated finishing time, ceil(tasks / threads) rounds of the largest
+  // rectangle, counted per k as rows * cols multiply-add lanes plus rows + cols packed elements
+  // at about 4 lanes each (a transposing pack moves ~4 floats per cycle, the kernel does 16
+  // lanes). Among grids within 3% of the best, the one with the most tasks (up to 4 per thread)
+  // wins, which costs a little repacking of the smaller operand and buys the load balancing.
+  // A skinny M = 32 is cut along N only: every task packs the small A and its own part of B.
   int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   threads = std::max<int64_t>(
       1, std::min<int64_t>(threads, static_cast<int64_t>(2.0 * M * N * K / kMinFlopsPerThread)));
   const int64_t mp = (M + pl.mr - 1) / pl.mr, np = (N + pl.nr - 1) / pl.nr;
-  int64_t tm = 1, tn = 1;
-  double best = -1;
-  for (int64_t a = 1; a <= threads; ++a) {
-    for (int64_t b = 1; a * b <= threads; ++b) {
-      if (a > mp || b > np) continue;
-      const double rows = double((mp + a - 1) / a) * pl.mr, cols = double((np + b - 1) / b) * pl.nr;
-      const double cost = rows * cols + 4.0 * (rows + cols);
-      if (best < 0 || cost < best) best = cost, tm = a, tn = b;
-    }
+  int64_t gm = 1, gn = 1;
+  if (threads > 1) {
+    const int64_t max_tasks = 4 * threads;
+    auto cost = [&](int64_t a, int64_t b) {
+      const double rows = double((mp + a - 1) / a) * pl.mr;
+      const double cols = double((np + b - 1) / b) * pl.nr;
+      return double((a * b + threads - 1) / threads) * (rows * cols + 4.0 * (rows + cols));
+    };
+    double best = -1;
+    for (int64_t a = 1; a <= std::min(mp, max_tasks); ++a)
+      for (int64_t b = 1; b <= std::min(np, max_tasks / a); ++b)
+        if (best < 0 || cost(a, b) < best) best = cost(a, b);
+    double chosen = cost(1, 1);
+    for (int64_t a = 1; a <= std::min(mp, max_tasks); ++a)
+      for (int64_t b = 1; b <= std::min(np, max_tasks / a); ++b) {
+        const double c = cost(a, b);
+        if (c <= 1.03 * best && (a * b > gm * gn || (a * b == gm * gn && c < chosen)))
+          gm = a, gn = b, chosen = c;
+      }
   }
-  const int64_t mstep = (mp + tm - 1) / tm * pl.mr, nstep = (np + tn - 1) / tn * pl.nr;
+  const int64_t mstep = (mp + gm - 1) / gm * pl.mr, nstep = (np + gn - 1) / gn * pl.nr;
   auto run = [&](int64_t t) {
-    const int64_t i = t / tn, j = t % tn;
+    const int64_t i = t / gn, j = t % gn;
     const int64_t m0 = i * mstep, m1 = std::min(M, m0 + mstep);
     const int64_t n0 = j * nstep, n1 = std::min(N, n0 + nstep);
     if (m0 < m1 && n0 < n1) gemm_rect(pl, p, m0, m1, n0, n1);
   };
-  if (tm * tn == 1) {
+  const int64_t tasks = gm * gn;
+  if (tasks == 1) {
     run(0);
     return;
   }
-  parallel_for(0, tm * tn, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) run(t);
+  std::atomic<int64_t> next{0};
+  parallel_for(0, std::min(threads, tasks), 1, [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) run(t);
   });
 }
 
