@@ -1,107 +1,686 @@
-// Cache-blocked GEMM: B is packed into NR-wide column panels shared by all threads, each task
-// packs an MC x KC block of A into MR-high row panels and runs a register-blocked micro-kernel.
-// The micro-kernel is compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at load
-// time from the CPU's features (target_clones), so one wheel runs well everywhere.
+// CPU GEMM: packed panels, cache blocking and explicit vector micro-kernels.
+//
+// C[M,N] = alpha * A[M,K] @ B[K,N] + beta * C. The vector dimension is N (C is row-major), so a
+// micro-kernel holds an MR x NR tile of C in registers, broadcasts MR values of A per k and
+// multiplies them by NR/W vectors of B. Both operands are repacked so that the kernel walks them
+// with unit stride whatever the caller's strides:
+//   A -> MR-row panels laid out [k][MR]     (pack_a: one MC x KC block at a time)
+//   B -> NR-column panels laid out [k][NR]  (pack_b: one KC x NC block at a time)
+//
+// Loop nest of one thread over its rectangle of C (see gemm_cpu for how C is split):
+//   pc  (KC)  K in slices; C accumulates over slices (beta applied on the first one only)
+//   ic  (MC)  pack an MC x KC block of A
+//   jc  (NC)  pack a KC x NC block of B         -> sized to stay in L2
+//   ir  (MR)  one A micro-panel, MR x KC        -> stays in L1 while
+//   jr  (NR)  the B micro-panels stream from L2 through the micro-kernel
+// This is the BLIS arrangement with the roles of A and B mirrored, because our broadcast
+// operand is A: the small broadcast panel is the one kept in L1, the vector operand streams.
+//
+// Kernels are compiled for AVX-512, AVX2+FMA and plain C++ in this one translation unit with
+// per-function target attributes; the library itself is built for baseline x86-64 and picks the
+// best kernel the CPU supports at run time. PYNN_GEMM_KERNEL=avx512|avx2|generic forces one
+// (tests use it to cover every path on one machine); unknown values raise.
 #include "cpu/gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
-#include <vector>
+#include <memory>
+#include <new>
+#include <string>
+#include <type_traits>
 
+#include "core/error.h"
 #include "core/parallel.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define PYNN_GEMM_X86 1
+#include <immintrin.h>
+#define PYNN_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define PYNN_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#else
+#define PYNN_GEMM_X86 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PYNN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PYNN_ALWAYS_INLINE inline
+#endif
 
 namespace pynn {
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYNN_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PYNN_MULTIVERSION
+// ---- kernel selection ------------------------------------------------------------------------
+
+enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "generic";
+  }
+}
+
+Isa detect_isa() {
+#if PYNN_GEMM_X86
+  // libgcc/compiler-rt also check that the OS saves the wide registers (XCR0), not just CPUID.
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma"))
+    return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
+  return Isa::generic;
+}
+
+// Read on every call (a getenv is tens of nanoseconds) so a test can switch kernels in-process.
+Isa select_isa() {
+  static const Isa best = detect_isa();
+  const char* env = std::getenv("PYNN_GEMM_KERNEL");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0) return best;
+  Isa want;
+  if (std::strcmp(env, "avx512") == 0)
+    want = Isa::avx512;
+  else if (std::strcmp(env, "avx2") == 0)
+    want = Isa::avx2;
+  else if (std::strcmp(env, "generic") == 0)
+    want = Isa::generic;
+  else
+    throw ValueError(detail::concat("gemm: PYNN_GEMM_KERNEL must be one of auto, avx512, avx2, "
+                                    "generic; got '", env, "'"));
+  if (static_cast<int>(want) > static_cast<int>(best))
+    throw RuntimeError(detail::concat("gemm: PYNN_GEMM_KERNEL=", env,
+                                      " asks for a kernel this CPU cannot run (best here: ",
+                                      isa_name(best), ")"));
+  return want;
+}
+
+// ---- a kernel variant: its register tile, cache blocks and routines --------------------------
 
 template <class T>
-struct Blocking;
-template <>
-struct Blocking<float> {
-  static constexpr int MR = 6, NR = 32;
-  static constexpr int64_t KC = 256, MC = 120, NC = 3072;
-};
-template <>
-struct Blocking<double> {
-  static constexpr int MR = 6, NR = 16;
-  static constexpr int64_t KC = 256, MC = 96, NC = 1536;
+struct Plan {
+  int mr, nr;              // register tile of C
+  int64_t kc, mc, nc;      // cache blocks (see the per-ISA comments below)
+  // C[0:rows, 0:nr] = alpha * Ap(rows x kc) @ Bp(kc x nr) + beta * C; beta == 0 never reads C.
+  void (*kernel)(int rows, int64_t kc, const T* Ap, const T* Bp, T* C, int64_t c_rs, T alpha,
+                 T beta);
+  // A[0:mc, 0:kc] -> MR-row panels [k][MR] (rows past mc are never read: kernels take `rows`).
+  void (*pack_a)(int64_t mc, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* Ap);
+  // B[0:kc, 0:nc] -> NR-column panels [k][NR], zero-padded past nc (the kernel computes full NR).
+  void (*pack_b)(int64_t kc, int64_t nc, const T* B, int64_t b_rs, int64_t b_cs, T* Bp);
 };
 
-// acc = Ap(MR x kc) @ Bp(kc x NR); C[:mr, :nr] = alpha * acc + beta * C (beta == 0: no read).
-template <class T, int MR, int NR>
-inline void micro_kernel_impl(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* C,
-                              int64_t c_rs, int mr, int nr, T alpha, T beta) {
-  T acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
+// ---- packing -------------------------------------------------------------------------------
+// A panel is `lines` rows (A) or columns (B) of the operand; in the packed form element
+// (k, line) sits at dst[k * P + line]. Three source layouts:
+//   contig:  the lines are adjacent in memory (src[k * ld + line]): a copy of P elements per k
+//   lines:   each line is contiguous along k (src[line * ld + k]): a transpose
+//   strided: neither
+
+template <class T, int P>
+PYNN_ALWAYS_INLINE void pack_contig(int lines, int64_t kc, const T* src, int64_t ld, T* dst) {
+  if (lines == P) {
+    for (int64_t k = 0; k < kc; ++k)
+      for (int l = 0; l < P; ++l) dst[k * P + l] = src[k * ld + l];
+    return;
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    int l = 0;
+    for (; l < lines; ++l) dst[k * P + l] = src[k * ld + l];
+    for (; l < P; ++l) dst[k * P + l] = T(0);
+  }
+}
+
+template <class T, int P>
+PYNN_ALWAYS_INLINE void pack_strided(int lines, int64_t kc, const T* src, int64_t line_stride,
+                                     int64_t k_stride, T* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    int l = 0;
+    for (; l < lines; ++l) dst[k * P + l] = src[l * line_stride + k * k_stride];
+    for (; l < P; ++l) dst[k * P + l] = T(0);
+  }
+}
+
+// Scalar transpose in 8 x 8 tiles so that both the reads and the writes stay within a few lines.
+template <class T, int P>
+PYNN_ALWAYS_INLINE void pack_lines_scalar(int first, int lines, int64_t kc, const T* src,
+                                          int64_t ld, T* dst) {
+  for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+    const int64_t k1 = std::min<int64_t>(kc, k0 + 8);
+    for (int l = first; l < lines; ++l)
+      for (int64_t k = k0; k < k1; ++k) dst[k * P + l] = src[l * ld + k];
+  }
+  for (int l = lines; l < P; ++l)
+    for (int64_t k = 0; k < kc; ++k) dst[k * P + l] = T(0);
+}
+
+// Picks the layout of one operand panel. `line_stride` steps between lines (rows of A, columns
+// of B), `k_stride` along k.
+template <class T, int P, class LinesFn>
+PYNN_ALWAYS_INLINE void pack_panel(int lines, int64_t kc, const T* src, int64_t line_stride,
+                                   int64_t k_stride, T* dst, LinesFn&& pack_lines) {
+  if (line_stride == 1 || lines == 1)
+    pack_contig<T, P>(lines, kc, src, k_stride, dst);  // k_stride used as the row pitch
+  else if (k_stride == 1)
+    pack_lines(lines, kc, src, line_stride, dst);
+  else
+    pack_strided<T, P>(lines, kc, src, line_stride, k_stride, dst);
+}
+
+// When the lines are adjacent (row-major B, transposed A) the block is copied k by k across all
+// of its panels, so the source is read as long sequential runs (one per k) instead of one short
+// run per k and panel, which the hardware prefetchers cannot follow.
+template <class T, int P>
+PYNN_ALWAYS_INLINE void pack_block_contig(int64_t n, int64_t kc, const T* src, int64_t ld,
+                                          T* dst) {
+  const int64_t full = n / P * P;
+  for (int64_t k = 0; k < kc; ++k) {
+    const T* s = src + k * ld;
+    for (int64_t l0 = 0; l0 < full; l0 += P)
+      for (int l = 0; l < P; ++l) dst[l0 * kc + k * P + l] = s[l0 + l];
+    if (full < n) {
+      T* d = dst + full * kc + k * P;
+      int l = 0;
+      for (; l < n - full; ++l) d[l] = s[full + l];
+      for (; l < P; ++l) d[l] = T(0);
+    }
+  }
+}
+
+template <class T, int P, class LinesFn>
+PYNN_ALWAYS_INLINE void pack_block(int64_t n, int64_t kc, const T* src, int64_t line_stride,
+                                   int64_t k_stride, T* dst, LinesFn&& pack_lines) {
+  if (line_stride == 1 && n > 1) {
+    pack_block_contig<T, P>(n, kc, src, k_stride, dst);
+    return;
+  }
+  for (int64_t l0 = 0; l0 < n; l0 += P) {
+    const int lines = static_cast<int>(std::min<int64_t>(P, n - l0));
+    pack_panel<T, P>(lines, kc, src + l0 * line_stride, line_stride, k_stride, dst + l0 * kc,
+                     pack_lines);
+  }
+}
+
+template <class T, int MR, class LinesFn>
+PYNN_ALWAYS_INLINE void pack_a_impl(int64_t mc, int64_t kc, const T* A, int64_t a_rs,
+                                    int64_t a_cs, T* Ap, LinesFn&& pack_lines) {
+  pack_block<T, MR>(mc, kc, A, a_rs, a_cs, Ap, pack_lines);
+}
+
+template <class T, int NR, class LinesFn>
+PYNN_ALWAYS_INLINE void pack_b_impl(int64_t kc, int64_t nc, const T* B, int64_t b_rs,
+                                    int64_t b_cs, T* Bp, LinesFn&& pack_lines) {
+  pack_block<T, NR>(nc, kc, B, b_cs, b_rs, Bp, pack_lines);
+}
+
+// ---- generic kernel (any CPU; the compiler vectorises it for the baseline ISA) --------------
+
+template <class T, int MR, int NR, int ROWS>
+void kernel_generic_rows(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* C,
+                         int64_t c_rs, T alpha, T beta) {
+  T acc[ROWS][NR];
+  for (int i = 0; i < ROWS; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
   for (int64_t k = 0; k < kc; ++k) {
-    const T* a = Ap + k * MR;
-    const T* b = Bp + k * NR;
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
+    for (int i = 0; i < ROWS; ++i) {
+      const T a = Ap[k * MR + i];
+      for (int j = 0; j < NR; ++j) acc[i][j] += a * Bp[k * NR + j];
+    }
   }
-  for (int i = 0; i < mr; ++i) {
+  for (int i = 0; i < ROWS; ++i) {
     T* c = C + i * c_rs;
     if (beta == T(0))
-      for (int j = 0; j < nr; ++j) c[j] = alpha * acc[i][j];
+      for (int j = 0; j < NR; ++j) c[j] = alpha * acc[i][j];
     else
-      for (int j = 0; j < nr; ++j) c[j] = alpha * acc[i][j] + beta * c[j];
+      for (int j = 0; j < NR; ++j) c[j] = alpha * acc[i][j] + beta * c[j];
   }
 }
 
-PYNN_MULTIVERSION
-void micro_kernel(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t c_rs, int mr,
-                  int nr, float alpha, float beta) {
-  micro_kernel_impl<float, Blocking<float>::MR, Blocking<float>::NR>(kc, Ap, Bp, C, c_rs, mr, nr,
-                                                                     alpha, beta);
+template <class T, int MR, int NR>
+void kernel_generic(int rows, int64_t kc, const T* Ap, const T* Bp, T* C, int64_t c_rs, T alpha,
+                    T beta) {
+  static_assert(MR == 4, "update the switch");
+  switch (rows) {
+    case 1: return kernel_generic_rows<T, MR, NR, 1>(kc, Ap, Bp, C, c_rs, alpha, beta);
+    case 2: return kernel_generic_rows<T, MR, NR, 2>(kc, Ap, Bp, C, c_rs, alpha, beta);
+    case 3: return kernel_generic_rows<T, MR, NR, 3>(kc, Ap, Bp, C, c_rs, alpha, beta);
+    default: return kernel_generic_rows<T, MR, NR, 4>(kc, Ap, Bp, C, c_rs, alpha, beta);
+  }
 }
 
-PYNN_MULTIVERSION
-void micro_kernel(int64_t kc, const double* Ap, const double* Bp, double* C, int64_t c_rs, int mr,
-                  int nr, double alpha, double beta) {
-  micro_kernel_impl<double, Blocking<double>::MR, Blocking<double>::NR>(kc, Ap, Bp, C, c_rs, mr,
-                                                                        nr, alpha, beta);
+template <class T, int P>
+void pack_lines_generic(int lines, int64_t kc, const T* src, int64_t ld, T* dst) {
+  pack_lines_scalar<T, P>(0, lines, kc, src, ld, dst);
 }
 
-// Packs A[0:mc, 0:kc] into ceil(mc/MR) panels laid out [panel][k][MR], zero-padding the last.
 template <class T, int MR>
-void pack_a(int64_t mc, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* Ap) {
-  for (int64_t i0 = 0; i0 < mc; i0 += MR) {
-    const int mr = static_cast<int>(std::min<int64_t>(MR, mc - i0));
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = A + i0 * a_rs + k * a_cs;
-      int i = 0;
-      for (; i < mr; ++i) Ap[k * MR + i] = src[i * a_rs];
-      for (; i < MR; ++i) Ap[k * MR + i] = T(0);
-    }
-    Ap += kc * MR;
+void pack_a_generic(int64_t mc, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* Ap) {
+  pack_a_impl<T, MR>(mc, kc, A, a_rs, a_cs, Ap, pack_lines_generic<T, MR>);
+}
+
+template <class T, int NR>
+void pack_b_generic(int64_t kc, int64_t nc, const T* B, int64_t b_rs, int64_t b_cs, T* Bp) {
+  pack_b_impl<T, NR>(kc, nc, B, b_rs, b_cs, Bp, pack_lines_generic<T, NR>);
+}
+
+// 4 x 8 (float) and 4 x 4 (double): 8 accumulator registers of the 16 that SSE2 and NEON have.
+template <class T>
+Plan<T> generic_plan() {
+  constexpr int MR = 4, NR = std::is_same<T, float>::value ? 8 : 4;
+  return Plan<T>{MR, NR, 256, 512, 256, kernel_generic<T, MR, NR>, pack_a_generic<T, MR>,
+                 pack_b_generic<T, NR>};
+}
+
+#if PYNN_GEMM_X86
+// ---- AVX2 packing (shared by the AVX2 and AVX-512 plans) ------------------------------------
+
+// In-register transposes: out[c] = column c of the W x W tile whose rows are in[0..W).
+PYNN_TARGET_AVX2 PYNN_ALWAYS_INLINE void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
   }
 }
 
-// Packs B[0:kc, j0:j1] (one NR panel) as [k][NR], zero-padding the columns past the edge.
-template <class T, int NR>
-void pack_b_panel(int64_t kc, int nr, const T* B, int64_t b_rs, int64_t b_cs, T* Bp) {
-  for (int64_t k = 0; k < kc; ++k) {
-    const T* src = B + k * b_rs;
-    int j = 0;
-    if (b_cs == 1)
-      for (; j < nr; ++j) Bp[k * NR + j] = src[j];
-    else
-      for (; j < nr; ++j) Bp[k * NR + j] = src[j * b_cs];
-    for (; j < NR; ++j) Bp[k * NR + j] = T(0);
+PYNN_TARGET_AVX2 PYNN_ALWAYS_INLINE void transpose4(__m256d r[4]) {
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+// Transposing pack: full groups of W lines go through W x W register transposes, the rest
+// (panel edges only) through the scalar tiles.
+template <int P>
+PYNN_TARGET_AVX2 void pack_lines_avx2(int lines, int64_t kc, const float* src, int64_t ld,
+                                      float* dst) {
+  int l0 = 0;
+  for (; l0 + 8 <= lines; l0 += 8) {
+    const float* s = src + l0 * ld;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * ld + k);
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (k + i) * P + l0, r[i]);
+    }
+    for (; k < kc; ++k)
+      for (int i = 0; i < 8; ++i) dst[k * P + l0 + i] = s[i * ld + k];
   }
+  pack_lines_scalar<float, P>(l0, lines, kc, src, ld, dst);
+}
+
+template <int P>
+PYNN_TARGET_AVX2 void pack_lines_avx2(int lines, int64_t kc, const double* src, int64_t ld,
+                                      double* dst) {
+  int l0 = 0;
+  for (; l0 + 4 <= lines; l0 += 4) {
+    const double* s = src + l0 * ld;
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      __m256d r[4];
+      for (int i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(s + i * ld + k);
+      transpose4(r);
+      for (int i = 0; i < 4; ++i) _mm256_storeu_pd(dst + (k + i) * P + l0, r[i]);
+    }
+    for (; k < kc; ++k)
+      for (int i = 0; i < 4; ++i) dst[k * P + l0 + i] = s[i * ld + k];
+  }
+  pack_lines_scalar<double, P>(l0, lines, kc, src, ld, dst);
+}
+
+template <class T, int MR>
+PYNN_TARGET_AVX2 void pack_a_avx2(int64_t mc, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs,
+                                  T* Ap) {
+  pack_a_impl<T, MR>(mc, kc, A, a_rs, a_cs, Ap, [](int l, int64_t k, const T* s, int64_t ld, T* d) {
+    pack_lines_avx2<MR>(l, k, s, ld, d);
+  });
+}
+
+template <class T, int NR>
+PYNN_TARGET_AVX2 void pack_b_avx2(int64_t kc, int64_t nc, const T* B, int64_t b_rs, int64_t b_cs,
+                                  T* Bp) {
+  pack_b_impl<T, NR>(kc, nc, B, b_rs, b_cs, Bp, [](int l, int64_t k, const T* s, int64_t ld, T* d) {
+    pack_lines_avx2<NR>(l, k, s, ld, d);
+  });
+}
+
+// ---- vector micro-kernels -------------------------------------------------------------------
+// One template per ISA over the element type through a small traits struct; ROWS (1..MR) is a
+// template argument so that an M edge (and M < MR, e.g. batch-1 layers) costs only its rows.
+// The k loop is the whole kernel: NV vector loads of B, then for each row one broadcast of A
+// and NV FMAs into independent accumulators. C is prefetched at entry so that its first touch
+// after the k loop does not stall on L3/DRAM.
+
+struct Avx512F {
+  using V = __m512;
+  using S = float;
+  static constexpr int W = 16;
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V zero() { return _mm512_setzero_ps(); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V load(const S* p) { return _mm512_load_ps(p); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V loadu(const S* p) { return _mm512_loadu_ps(p); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE void storeu(S* p, V v) { _mm512_storeu_ps(p, v); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V set1(S x) { return _mm512_set1_ps(x); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+};
+struct Avx512D {
+  using V = __m512d;
+  using S = double;
+  static constexpr int W = 8;
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V zero() { return _mm512_setzero_pd(); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V load(const S* p) { return _mm512_load_pd(p); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V loadu(const S* p) { return _mm512_loadu_pd(p); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE void storeu(S* p, V v) { _mm512_storeu_pd(p, v); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V set1(S x) { return _mm512_set1_pd(x); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  PYNN_TARGET_AVX512 static PYNN_ALWAYS_INLINE V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+};
+struct Avx2F {
+  using V = __m256;
+  using S = float;
+  static constexpr int W = 8;
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V zero() { return _mm256_setzero_ps(); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V load(const S* p) { return _mm256_load_ps(p); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V loadu(const S* p) { return _mm256_loadu_ps(p); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE void storeu(S* p, V v) { _mm256_storeu_ps(p, v); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V set1(S x) { return _mm256_set1_ps(x); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+};
+struct Avx2D {
+  using V = __m256d;
+  using S = double;
+  static constexpr int W = 4;
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V zero() { return _mm256_setzero_pd(); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V load(const S* p) { return _mm256_load_pd(p); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V loadu(const S* p) { return _mm256_loadu_pd(p); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE void storeu(S* p, V v) { _mm256_storeu_pd(p, v); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V set1(S x) { return _mm256_set1_pd(x); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  PYNN_TARGET_AVX2 static PYNN_ALWAYS_INLINE V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+};
+
+// The body is the same for every ISA, but GCC will only inline intrinsics into a function that
+// carries their target, so it is stamped out once per target attribute by this macro.
+#define PYNN_GEMM_DEFINE_KERNEL_BODY(NAME, TARGET)                                              \
+  template <class Vt, int MR, int NV, int ROWS>                                                 \
+  TARGET PYNN_ALWAYS_INLINE void NAME(int64_t kc, const typename Vt::S* __restrict Ap,          \
+                                      const typename Vt::S* __restrict Bp, typename Vt::S* C,   \
+                                      int64_t c_rs, typename Vt::S alpha,                       \
+                                      typename Vt::S beta) {                                    \
+    using V = typename Vt::V;                                                                   \
+    constexpr int NR = NV * Vt::W;                                                              \
+    for (int i = 0; i < ROWS; ++i) {                                                            \
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * c_rs), _MM_HINT_T0);                   \
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * c_rs + NR - 1), _MM_HINT_T0);          \
+    }                                                                                           \
+    V acc[ROWS][NV];                                                                            \
+    for (int i = 0; i < ROWS; ++i)                                                              \
+      for (int v = 0; v < NV; ++v) acc[i][v] = Vt::zero();                                      \
+    _Pragma("GCC unroll 4") for (int64_t k = 0; k < kc; ++k) {                                  \
+      V b[NV];                                                                                  \
+      for (int v = 0; v < NV; ++v) b[v] = Vt::load(Bp + v * Vt::W);                             \
+      for (int i = 0; i < ROWS; ++i) {                                                          \
+        const V a = Vt::set1(Ap[i]);                                                            \
+        for (int v = 0; v < NV; ++v) acc[i][v] = Vt::fma(a, b[v], acc[i][v]);                   \
+      }                                                                                         \
+      Ap += MR;                                                                                 \
+      Bp += NR;                                                                                 \
+    }                                                                                           \
+    const V va = Vt::set1(alpha);                                                               \
+    if (beta == 0) {                                                                            \
+      for (int i = 0; i < ROWS; ++i)                                                            \
+        for (int v = 0; v < NV; ++v)                                                            \
+          Vt::storeu(C + i * c_rs + v * Vt::W, Vt::mul(va, acc[i][v]));                         \
+    } else {                                                                                    \
+      const V vb = Vt::set1(beta);                                                              \
+      for (int i = 0; i < ROWS; ++i)                                                            \
+        for (int v = 0; v < NV; ++v) {                                                          \
+          typename Vt::S* c = C + i * c_rs + v * Vt::W;                                         \
+          Vt::storeu(c, Vt::fma(vb, Vt::loadu(c), Vt::mul(va, acc[i][v])));                     \
+        }                                                                                       \
+    }                                                                                           \
+  }
+PYNN_GEMM_DEFINE_KERNEL_BODY(kernel_body_avx512, PYNN_TARGET_AVX512)
+PYNN_GEMM_DEFINE_KERNEL_BODY(kernel_body_avx2, PYNN_TARGET_AVX2)
+#undef PYNN_GEMM_DEFINE_KERNEL_BODY
+
+#define PYNN_GEMM_KERNEL_ROWS(NAME, TARGET, BODY, VT, MR, NV)                                  \
+  template <int ROWS>                                                                          \
+  TARGET void NAME##_rows(int64_t kc, const VT::S* Ap, const VT::S* Bp, VT::S* C, int64_t c_rs, \
+                          VT::S alpha, VT::S beta) {                                           \
+    BODY<VT, MR, NV, ROWS>(kc, Ap, Bp, C, c_rs, alpha, beta);                                  \
+  }
+
+// AVX-512, float: 8 x 32 tile = 16 zmm accumulators + 2 B vectors + 1 broadcast of the 32
+// registers. 16 independent FMA chains cover the FMA latency (4 cycles) at 1-2 FMA/cycle; per k
+// there are 2 vector loads + 8 broadcasts for 16 FMAs, well inside two loads per cycle. MR = 8
+// also divides the batch sizes of the linear/LSTM shapes (M = 32, 256) without an edge.
+PYNN_GEMM_KERNEL_ROWS(k512f, PYNN_TARGET_AVX512, kernel_body_avx512, Avx512F, 8, 2)
+// AVX-512, double: the same 8 x 16 tile shape in doubles.
+PYNN_GEMM_KERNEL_ROWS(k512d, PYNN_TARGET_AVX512, kernel_body_avx512, Avx512D, 8, 2)
+// AVX2: 16 ymm registers -> 6 x 2 vectors = 12 accumulators + 2 B + 1 broadcast.
+PYNN_GEMM_KERNEL_ROWS(k256f, PYNN_TARGET_AVX2, kernel_body_avx2, Avx2F, 6, 2)
+PYNN_GEMM_KERNEL_ROWS(k256d, PYNN_TARGET_AVX2, kernel_body_avx2, Avx2D, 6, 2)
+#undef PYNN_GEMM_KERNEL_ROWS
+
+template <class T>
+void kernel_avx512(int rows, int64_t kc, const T* Ap, const T* Bp, T* C, int64_t c_rs, T alpha,
+                   T beta);
+template <class T>
+void kernel_avx2(int rows, int64_t kc, const T* Ap, const T* Bp, T* C, int64_t c_rs, T alpha,
+                 T beta);
+
+#define PYNN_GEMM_SWITCH8(F)                                  \
+  switch (rows) {                                             \
+    case 1: return F<1>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 2: return F<2>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 3: return F<3>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 4: return F<4>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 5: return F<5>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 6: return F<6>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 7: return F<7>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    default: return F<8>(kc, Ap, Bp, C, c_rs, alpha, beta);   \
+  }
+#define PYNN_GEMM_SWITCH6(F)                                  \
+  switch (rows) {                                             \
+    case 1: return F<1>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 2: return F<2>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 3: return F<3>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 4: return F<4>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    case 5: return F<5>(kc, Ap, Bp, C, c_rs, alpha, beta);    \
+    default: return F<6>(kc, Ap, Bp, C, c_rs, alpha, beta);   \
+  }
+
+template <>
+void kernel_avx512<float>(int rows, int64_t kc, const float* Ap, const float* Bp, float* C,
+                          int64_t c_rs, float alpha, float beta) {
+  PYNN_GEMM_SWITCH8(k512f_rows)
+}
+template <>
+void kernel_avx512<double>(int rows, int64_t kc, const double* Ap, const double* Bp, double* C,
+                           int64_t c_rs, double alpha, double beta) {
+  PYNN_GEMM_SWITCH8(k512d_rows)
+}
+template <>
+void kernel_avx2<float>(int rows, int64_t kc, const float* Ap, const float* Bp, float* C,
+                        int64_t c_rs, float alpha, float beta) {
+  PYNN_GEMM_SWITCH6(k256f_rows)
+}
+template <>
+void kernel_avx2<double>(int rows, int64_t kc, const double* Ap, const double* Bp, double* C,
+                         int64_t c_rs, double alpha, double beta) {
+  PYNN_GEMM_SWITCH6(k256d_rows)
+}
+#undef PYNN_GEMM_SWITCH8
+#undef PYNN_GEMM_SWITCH6
+
+// Cache blocks, chosen for the machine this was tuned on (AMD EPYC, family 25 model 17 = Zen 4:
+// 32 KB 8-way L1D and 1 MB 8-way L2 per core, 32 MB L3, as sysfs reports them; one 512-bit FMA
+// per cycle per core, measured) and sensible on other AVX2/AVX-512 parts (L1D 32-48 KB, L2 1-2 MB):
+//   KC: the A micro-panel (MR x KC) must stay in L1 while B streams past it: 8 x 384 floats =
+//       12 KB, about a third of L1, the rest holding the B lines in flight and the C tile. A
+//       larger KC means fewer passes over C and less packing per flop; 384 was measurably better
+//       than 256 on the linear-layer shapes. Doubles: 8 x 192 = 12 KB as well.
+//   NC: the packed B block (KC x NC) is reused by every A micro-panel, so it stays in L2:
+//       384 x 256 floats = 384 KB, leaving most of the 1 MB L2 to the A micro-panels and C
+//       tiles passing through and to the source lines of the next pack; 256 measured better
+//       than 512 on the 256-row linear shapes. Doubles: 192 x 256.
+//   MC: the packed A block (MC x KC) is read once per B block from L2/L3; it only needs to be
+//       large so that B is repacked rarely: 1024 x 384 floats = 1.5 MB, mostly in L3.
+// Packing buffers, per thread and shared by float and double (PackBuffer): (MC + MR) x KC +
+// KC x (NC + NR) elements of the largest plan used, at most 2.03 MB (AVX-512 float), 1.99 MB
+// (AVX2 float), 1.22 MB (AVX-512 double), 1.2 MB (AVX2 double), 1.6 MB (generic double); a
+// thread only grows its buffer to what its problems need (small products use a few KB).
+template <class T>
+Plan<T> avx512_plan();
+template <>
+Plan<float> avx512_plan<float>() {
+  return Plan<float>{8, 32, 384, 1024, 256, kernel_avx512<float>, pack_a_avx2<float, 8>,
+                     pack_b_avx2<float, 32>};
+}
+template <>
+Plan<double> avx512_plan<double>() {
+  return Plan<double>{8, 16, 192, 512, 256, kernel_avx512<double>, pack_a_avx2<double, 8>,
+                      pack_b_avx2<double, 16>};
+}
+template <class T>
+Plan<T> avx2_plan();
+template <>
+Plan<float> avx2_plan<float>() {
+  return Plan<float>{6, 16, 384, 1020, 256, kernel_avx2<float>, pack_a_avx2<float, 6>,
+                     pack_b_avx2<float, 16>};
+}
+template <>
+Plan<double> avx2_plan<double>() {
+  return Plan<double>{6, 8, 192, 510, 256, kernel_avx2<double>, pack_a_avx2<double, 6>,
+                      pack_b_avx2<double, 8>};
+}
+#endif  // PYNN_GEMM_X86
+
+template <class T>
+const Plan<T>& plan_for(Isa isa) {
+  static const Plan<T> generic = generic_plan<T>();
+#if PYNN_GEMM_X86
+  static const Plan<T> avx2 = avx2_plan<T>();
+  static const Plan<T> avx512 = avx512_plan<T>();
+  if (isa == Isa::avx512) return avx512;
+  if (isa == Isa::avx2) return avx2;
+#endif
+  return generic;
+}
+
+// ---- per-thread packing buffers -------------------------------------------------------------
+
+// Grow-only, 64-byte aligned (the kernels use aligned vector loads of B), one per thread for
+// both element types. Its size never exceeds the largest bound in the comment on the cache
+// blocks, so each thread that ever ran a GEMM keeps at most ~2 MB.
+struct PackBuffer {
+  struct Free {
+    void operator()(void* p) const { ::operator delete(p, std::align_val_t(64)); }
+  };
+  std::unique_ptr<void, Free> mem;
+  size_t bytes = 0;
+  void* get(size_t n) {
+    if (n > bytes) {
+      mem.reset();
+      mem.reset(::operator new(n, std::align_val_t(64)));
+      bytes = n;
+    }
+    return mem.get();
+  }
+};
+
+PackBuffer& thread_pack_buffer() {
+  thread_local PackBuffer buffer;
+  return buffer;
 }
 
 template <class T>
-std::vector<T>& thread_buffer(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
+size_t round_up64(size_t n) {
+  return (n * sizeof(T) + 63) / 64 * 64 / sizeof(T);
+}
+
+// ---- driver -------------------------------------------------------------------------------
+
+template <class T>
+struct Problem {
+  int64_t M, N, K;
+  T alpha;
+  const T* A;
+  int64_t a_rs, a_cs;
+  const T* B;
+  int64_t b_rs, b_cs;
+  T beta;
+  T* C;
+  int64_t c_rs;
+};
+
+// Computes C[m0:m1, n0:n1] with this thread's own packed copies of the A rows and B columns it
+// needs (one task of gemm_cpu's grid).
+template <class T>
+void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, int64_t n0,
+               int64_t n1) {
+  const int MR = pl.mr, NR = pl.nr;
+  const int64_t KC = std::min(pl.kc, p.K);
+  const int64_t MC = std::min(pl.mc, (m1 - m0 + MR - 1) / MR * MR);
+  const int64_t NC = std::min(pl.nc, (n1 - n0 + NR - 1) / NR * NR);
+  const size_t a_elems = round_up64<T>(static_cast<size_t>((MC + MR) * KC));
+  const size_t b_elems = round_up64<T>(static_cast<size_t>(KC * (NC + NR)));
+  T* Ap = static_cast<T*>(thread_pack_buffer().get((a_elems + b_elems) * sizeof(T)));
+  T* Bp = Ap + a_elems;
+  alignas(64) T edge[8 * 32];  // an MR x NR tile for the N edge (MR <= 8, NR <= 32)
+
+  for (int64_t pc = 0; pc < p.K; pc += KC) {
+    const int64_t kc = std::min(KC, p.K - pc);
+    const T beta = pc == 0 ? p.beta : T(1);
+    for (int64_t ic = m0; ic < m1; ic += MC) {
+      const int64_t mc = std::min(MC, m1 - ic);
+      pl.pack_a(mc, kc, p.A + ic * p.a_rs + pc * p.a_cs, p.a_rs, p.a_cs, Ap);
+      for (int64_t jc = n0; jc < n1; jc += NC) {
+        const int64_t nc = std::min(NC, n1 - jc);
+        pl.pack_b(kc, nc, p.B + pc * p.b_rs + jc * p.b_cs, p.b_rs, p.b_cs, Bp);
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+          const T* a = Ap + ir * kc;
+          T* c_row = p.C + (ic + ir) * p.c_rs + jc;
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+            if (cols == NR) {
+              pl.kernel(rows, kc, a, Bp + jr * kc, c_row + jr, p.c_rs, p.alpha, beta);
+              continue;
+            }
+            pl.kernel(rows, kc, a, Bp + jr * kc, edge, NR, T(1), T(0));
+            for (int i = 0; i < rows; ++i) {
+              T* c = c_row + jr + i * p.c_rs;
+              const T* e = edge + i * NR;
+              if (beta == T(0))
+                for (int j = 0; j < cols; ++j) c[j] = p.alpha * e[j];
+              else
+                for (int j = 0; j < cols; ++j) c[j] = p.alpha * e[j] + beta * c[j];
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 template <class T>
@@ -117,61 +696,75 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t c_rs) {
   });
 }
 
+// Below this many flops per thread, waking a pool thread (~10-20 us) costs more than it saves.
+constexpr double kMinFlopsPerThread = 1.5e6;
+
 }  // namespace
 
 template <class T>
 void gemm_cpu(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs,
               const T* B, int64_t b_rs, int64_t b_cs, T beta, T* C, int64_t c_rs) {
-  using Bl = Blocking<T>;
-  constexpr int MR = Bl::MR, NR = Bl::NR;
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == T(0)) {
     scale_c(M, N, beta, C, c_rs);
     return;
   }
-  std::vector<T> Bp_storage;
-  for (int64_t jc = 0; jc < N; jc += Bl::NC) {
-    const int64_t nc = std::min(Bl::NC, N - jc);
-    const int64_t npanels = (nc + NR - 1) / NR;
-    for (int64_t pc = 0; pc < K; pc += Bl::KC) {
-      const int64_t kc = std::min(Bl::KC, K - pc);
-      const T beta_eff = pc == 0 ? beta : T(1);
-      Bp_storage.resize(static_cast<size_t>(npanels * kc * NR));
-      T* Bp = Bp_storage.data();
-      parallel_for(0, npanels, 4, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) {
-          const int nr = static_cast<int>(std::min<int64_t>(NR, nc - p * NR));
-          pack_b_panel<T, NR>(kc, nr, B + pc * b_rs + (jc + p * NR) * b_cs, b_rs, b_cs,
-                              Bp + p * kc * NR);
-        }
-      });
-      // Tasks: M blocks x groups of B panels, enough groups to keep every thread busy when M
-      // is small (the skinny shapes of linear and LSTM layers).
-      const int64_t mblocks = (M + Bl::MC - 1) / Bl::MC;
-      const int64_t nthreads = get_num_threads();
-      const int64_t ngroups =
-          std::min<int64_t>(npanels, std::max<int64_t>(1, (2 * nthreads + mblocks - 1) / mblocks));
-      const int64_t panels_per_group = (npanels + ngroups - 1) / ngroups;
-      parallel_for(0, mblocks * ngroups, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t ib = t / ngroups, g = t % ngroups;
-          const int64_t ic = ib * Bl::MC, mc = std::min(Bl::MC, M - ic);
-          const int64_t mpanels = (mc + MR - 1) / MR;
-          T* Ap = thread_buffer<T>(static_cast<size_t>(mpanels * kc * MR)).data();
-          pack_a<T, MR>(mc, kc, A + ic * a_rs + pc * a_cs, a_rs, a_cs, Ap);
-          const int64_t p_end = std::min(npanels, (g + 1) * panels_per_group);
-          for (int64_t p = g * panels_per_group; p < p_end; ++p) {
-            const int nr = static_cast<int>(std::min<int64_t>(NR, nc - p * NR));
-            for (int64_t ip = 0; ip < mpanels; ++ip) {
-              const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
-              micro_kernel(kc, Ap + ip * kc * MR, Bp + p * kc * NR,
-                           C + (ic + ip * MR) * c_rs + jc + p * NR, c_rs, mr, nr, alpha, beta_eff);
-            }
-          }
-        }
-      });
-    }
+  const Plan<T>& pl = plan_for<T>(select_isa());
+  const Problem<T> p{M, N, K, alpha, A, a_rs, a_cs, B, b_rs, b_cs, beta, C, c_rs};
+
+  // C is cut into a grid of gm x gn rectangles on MR/NR panel boundaries; the pool's threads
+  // take rectangles from a shared counter until none is left. A rectangle's thread packs its
+  // own A rows and B columns, so no packed panel is shared and no thread ever waits for another:
+  // when a pool thread wakes late or is preempted (this machine is shared), the others simply
+  // take more rectangles, and a serial fallback of parallel_for (nested call, busy pool) just
+  // runs them all. Cutting along N packs A gn times, cutting along M packs B gm times.
+  //
+  // The grid minimises the estimated finishing time, ceil(tasks / threads) rounds of the largest
+  // rectangle, counted per k as rows * cols multiply-add lanes plus rows + cols packed elements
+  // at about 4 lanes each (a transposing pack moves ~4 floats per cycle, the kernel does 16
+  // lanes). Among grids within 3% of the best, the one with the most tasks (up to 4 per thread)
+  // wins, which costs a little repacking of the smaller operand and buys the load balancing.
+  // A skinny M = 32 is cut along N only: every task packs the small A and its own part of B.
+  int64_t threads = in_parallel_region() ? 1 : get_num_threads();
+  threads = std::max<int64_t>(
+      1, std::min<int64_t>(threads, static_cast<int64_t>(2.0 * M * N * K / kMinFlopsPerThread)));
+  const int64_t mp = (M + pl.mr - 1) / pl.mr, np = (N + pl.nr - 1) / pl.nr;
+  int64_t gm = 1, gn = 1;
+  if (threads > 1) {
+    const int64_t max_tasks = 4 * threads;
+    auto cost = [&](int64_t a, int64_t b) {
+      const double rows = double((mp + a - 1) / a) * pl.mr;
+      const double cols = double((np + b - 1) / b) * pl.nr;
+      return double((a * b + threads - 1) / threads) * (rows * cols + 4.0 * (rows + cols));
+    };
+    double best = -1;
+    for (int64_t a = 1; a <= std::min(mp, max_tasks); ++a)
+      for (int64_t b = 1; b <= std::min(np, max_tasks / a); ++b)
+        if (best < 0 || cost(a, b) < best) best = cost(a, b);
+    double chosen = cost(1, 1);
+    for (int64_t a = 1; a <= std::min(mp, max_tasks); ++a)
+      for (int64_t b = 1; b <= std::min(np, max_tasks / a); ++b) {
+        const double c = cost(a, b);
+        if (c <= 1.03 * best && (a * b > gm * gn || (a * b == gm * gn && c < chosen)))
+          gm = a, gn = b, chosen = c;
+      }
   }
+  const int64_t mstep = (mp + gm - 1) / gm * pl.mr, nstep = (np + gn - 1) / gn * pl.nr;
+  auto run = [&](int64_t t) {
+    const int64_t i = t / gn, j = t % gn;
+    const int64_t m0 = i * mstep, m1 = std::min(M, m0 + mstep);
+    const int64_t n0 = j * nstep, n1 = std::min(N, n0 + nstep);
+    if (m0 < m1 && n0 < n1) gemm_rect(pl, p, m0, m1, n0, n1);
+  };
+  const int64_t tasks = gm * gn;
+  if (tasks == 1) {
+    run(0);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  parallel_for(0, std::min(threads, tasks), 1, [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) run(t);
+  });
 }
 
 template void gemm_cpu<float>(int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t,
