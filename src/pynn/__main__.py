@@ -98,9 +98,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so temp files of writes in progress are removed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from pynn.pipeline.errors import PipelineError
+
+    if argv is None:
+        _interrupt_on_sigterm()
 
     try:
         return args.func(args)
