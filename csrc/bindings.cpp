@@ -7,7 +7,13 @@
 #include "core/parallel.h"
 #include "core/pybind_view.h"
 #include "ops/activation.h"
+#include "ops/dropout.h"
+#include "ops/linear.h"
+#include "ops/conv.h"
 #include "ops/gemm.h"
+#include "ops/loss.h"
+#include "ops/softmax.h"
+#include "ops/rnn.h"
 
 namespace py = pybind11;
 
@@ -61,4 +67,29 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, matmul);
   PYNN_DEF(m, activation_forward);
   PYNN_DEF(m, activation_backward);
+  PYNN_DEF(m, linear_forward);
+  PYNN_DEF(m, linear_backward);
+  PYNN_DEF(m, dropout_forward);
+  PYNN_DEF(m, dropout_backward);
+  m.def("philox4x32_10", &pynn::philox4x32_10_host, py::arg("counter"), py::arg("key"));
+  // softmax / losses
+  PYNN_DEF(m, softmax_forward);
+  PYNN_DEF(m, softmax_backward);
+  PYNN_DEF(m, mse_loss_forward);
+  PYNN_DEF(m, mse_loss_backward);
+  PYNN_DEF(m, cross_entropy_forward);
+  PYNN_DEF(m, cross_entropy_backward);
+  // conv2d
+  PYNN_DEF(m, conv2d_forward);
+  PYNN_DEF(m, conv2d_backward_input);
+  PYNN_DEF(m, conv2d_backward_weight);
+  PYNN_DEF(m, conv2d_backward_bias);
+  PYNN_DEF_CPU(m, conv2d_math_selfcheck);
+
+  // recurrent layers (csrc/ops/rnn.h)
+  PYNN_DEF(m, lstm_forward);
+  PYNN_DEF(m, lstm_backward);
+  PYNN_DEF(m, rnn_forward);
+  PYNN_DEF(m, rnn_backward);
+  PYNN_DEF(m, rnn_dropout);
 }

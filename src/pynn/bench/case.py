@@ -1,6 +1,7 @@
 """What a benchmark is: one Case per (op, shape, mode), comparing pynn with torch on the same inputs.
 
-Case files live in pynn/bench/cases/<family>.py and expose `cases() -> list[Case]`.
+Case files live in pynn/bench/cases/<family>.py and expose `cases() -> list[Case]`. The runner
+(runner.py) times them; whole networks use the helpers in network.py.
 """
 from __future__ import annotations
 
@@ -19,13 +20,26 @@ class Case:
     # built on the same inputs. Called only when the case is selected.
     make: Callable
     flops: float = 0.0          # per iteration
-    bytes: float = 0.0          # moved per iteration, at least once each
+    # Bytes that must cross memory per iteration (each input read once, each output written
+    # once), counted for float32: the runner scales the number by itemsize / 4 for other dtypes.
+    # A callable bytes(dtype) -> float is taken as exact (use it when int64 indices etc. are moved).
+    bytes: float | Callable = 0.0
     quick: bool = False         # part of --quick
     tags: tuple = field(default_factory=tuple)
+    # The runner calls make() several times and cycles through the copies so that a case whose
+    # data would fit in the last-level cache is not timed from that cache. Set False when one
+    # state is the honest setting (a training loop reuses its weights) or make() is expensive.
+    rotate: bool = True
 
     @property
     def id(self) -> str:
         return f"{self.group}/{self.name}/{self.mode}"
+
+    def bytes_for(self, dtype) -> float:
+        if callable(self.bytes):
+            return float(self.bytes(dtype))
+        itemsize = getattr(dtype, "itemsize", 4)
+        return float(self.bytes) * itemsize / 4
 
 
 def _sync(device: str) -> None:

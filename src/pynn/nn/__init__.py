@@ -1,4 +1,10 @@
 """Drop-in replacements for torch.nn layers, computing with pynn's kernels."""
-from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from .activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .conv import Conv2d
+from .dropout import Dropout
+from .flatten import Flatten
+from .linear import Linear
+from .loss import CrossEntropyLoss, MSELoss
+from .rnn import LSTM, LSTMCell, RNN, RNNCell
 
-__all__ = ["Sigmoid", "Tanh", "ReLU", "LeakyReLU"]
+__all__ = sorted(name for name in dir() if not name.startswith("_") and name[0].isupper())

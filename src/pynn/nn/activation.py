@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import torch
 
 from .. import functional as F
@@ -36,3 +38,31 @@ class LeakyReLU(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class _DimModule(torch.nn.Module):
+    __constants__ = ["dim"]
+
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        self.dim = dim
+
+    def __setstate__(self, state):
+        # Modules pickled before `dim` existed load with torch's legacy implicit dim.
+        super().__setstate__(state)
+        if not hasattr(self, "dim"):
+            self.dim = None
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+# Two siblings, as in torch: a LogSoftmax is not an instance of Softmax.
+class Softmax(_DimModule):
+    def forward(self, input):
+        return F.softmax(input, self.dim, _stacklevel=5)
+
+
+class LogSoftmax(_DimModule):
+    def forward(self, input):
+        return F.log_softmax(input, self.dim, _stacklevel=5)

@@ -29,7 +29,8 @@ def _recurrent(kind):
         from .. import models
 
         cls = models.LSTMRegressor if kind == "lstm" else models.RNNRegressor
-        return cls(n_in, args.get("hidden_size", 32), n_out, num_layers=args.get("num_layers", 1))
+        return cls(input_size=n_in, hidden_size=args.get("hidden_size", 32),
+                   num_layers=args.get("num_layers", 1), out_features=n_out)
     return build
 
 

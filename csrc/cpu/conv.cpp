@@ -1,0 +1,593 @@
+// conv2d on the CPU: im2col of a tile of output positions into a slot of the caller's workspace,
+// then gemm_cpu. Work items are (sample, group, tile); `slots` items run side by side, each with
+// a serial GEMM, which keeps every thread on its own cache-sized tile. With a single slot (one
+// sample, or a pool of one) the items run in turn and the GEMM and im2col use the pool instead.
+#include <algorithm>
+#include <cmath>
+#include <initializer_list>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/parallel.h"
+#include "cpu/gemm.h"
+#include "math/conv.h"
+#include "ops/conv.h"
+
+namespace pynn {
+namespace {
+
+// Rows of the column matrix per parallel chunk of im2col / col2im.
+constexpr int64_t kRowGrain = 8;
+
+struct Slots {
+  int64_t count;   // workspace rows
+  int64_t stride;  // elements between them
+};
+
+Slots check_workspace(const TensorView& ws, const Conv2dGeom& g, int64_t tile_cols,
+                      const char* op) {
+  check_dim(ws, 2, op, "workspace");
+  check_contiguous(ws, op, "workspace");
+  PYNN_CHECK(tile_cols > 0, op, ": tile_cols must be positive, got ", tile_cols);
+  PYNN_CHECK(ws.sizes[0] >= 1, op, ": workspace needs at least one slot");
+  if (!g.pointwise && !g.depthwise)
+    PYNN_CHECK(ws.sizes[1] >= g.kcol * std::min(tile_cols, g.P), op, ": workspace rows hold ",
+               ws.sizes[1], " elements, the column tile needs ", g.kcol * std::min(tile_cols, g.P));
+  return {ws.sizes[0], ws.sizes[1]};
+}
+
+void check_dense(const TensorView& t, const char* op, const char* arg) {
+  check_contiguous(t, op, arg);
+  check_device(t, Device::CPU, op, arg);
+}
+
+// Runs items [0, n_items) split into `slots` contiguous ranges; f(slot, item).
+template <class F>
+void for_each_slot(int64_t n_items, int64_t slots, F&& f) {
+  slots = std::max<int64_t>(1, std::min(slots, n_items));
+  parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      for (int64_t it = n_items * s / slots; it < n_items * (s + 1) / slots; ++it) f(s, it);
+  });
+}
+
+// col[r, p - p0] = the input value that output position p (flattened oh*OW + ow) reads through
+// column row r = (c, kh, kw), or 0 in the padding. x is one group of one sample, [cin_g, H, W].
+template <class T>
+void im2col_tile(const Conv2dGeom& g, const T* x, int64_t p0, int64_t p1, T* col) {
+  const int64_t ld = p1 - p0, kk = g.KH * g.KW;
+  parallel_for(0, g.kcol, kRowGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
+      int64_t lo, hi;
+      conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &lo, &hi);
+      const T* src = x + c * g.HW;
+      for (int64_t p = p0; p < p1;) {
+        const int64_t oh = p / g.OW, ow0 = p - oh * g.OW;
+        const int64_t ow1 = std::min(g.OW, ow0 + (p1 - p));
+        T* d = col + r * ld + (p - p0);  // holds ow0 .. ow1 - 1
+        const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
+        if (ih < 0 || ih >= g.H) {
+          std::fill(d, d + (ow1 - ow0), T(0));
+        } else {
+          const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
+          std::fill(d, d + (a - ow0), T(0));
+          const T* s = src + ih * g.W + conv_in_index(a, kw, g.sw, g.pl, g.dw);
+          T* da = d + (a - ow0);
+          if (g.sw == 1)
+            std::copy(s, s + (b - a), da);
+          else
+            for (int64_t j = 0; j < b - a; ++j) da[j] = s[j * g.sw];
+          std::fill(da + (b - a), d + (ow1 - ow0), T(0));
+        }
+        p += ow1 - ow0;
+      }
+    }
+  });
+}
+
+// The adjoint of im2col_tile: adds col[r, p - p0] into the input position it was read from.
+// Rows of one channel only touch that channel, so channels are the unit of parallel work.
+template <class T>
+void col2im_tile_add(const Conv2dGeom& g, const T* col, int64_t p0, int64_t p1, T* gx) {
+  const int64_t ld = p1 - p0, kk = g.KH * g.KW;
+  parallel_for(0, g.cin_g, std::max<int64_t>(1, kRowGrain / kk), [&](int64_t c0, int64_t c1) {
+    for (int64_t r = c0 * kk; r < c1 * kk; ++r) {
+      const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
+      int64_t lo, hi;
+      conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &lo, &hi);
+      T* dst = gx + c * g.HW;
+      for (int64_t p = p0; p < p1;) {
+        const int64_t oh = p / g.OW, ow0 = p - oh * g.OW;
+        const int64_t ow1 = std::min(g.OW, ow0 + (p1 - p));
+        const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
+        if (ih >= 0 && ih < g.H) {
+          const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
+          const T* s = col + r * ld + (p - p0) + (a - ow0);
+          T* d = dst + ih * g.W + conv_in_index(a, kw, g.sw, g.pl, g.dw);
+          if (g.sw == 1)
+            for (int64_t j = 0; j < b - a; ++j) d[j] += s[j];
+          else
+            for (int64_t j = 0; j < b - a; ++j) d[j * g.sw] += s[j];
+        }
+        p += ow1 - ow0;
+      }
+    }
+  });
+}
+
+// ---- depthwise: direct loops ----
+// Output channel co reads input channel co / m (m = cout_g, the channel multiplier). Each
+// kernel tap is a shifted multiply-add over whole row segments (contiguous when the stride is
+// 1), which is what lets these loops vectorise.
+
+// The row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time,
+// as the GEMM's micro-kernel is: the package itself is built for baseline x86-64.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYNN_CONV_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYNN_CONV_MULTIVERSION
+#endif
+
+// y[j] += a * x[j * sx] for j < n.
+template <class T>
+inline void row_axpy_impl(int64_t n, T a, const T* __restrict x, int64_t sx, T* __restrict y) {
+  if (sx == 1)
+    for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
+  else
+    for (int64_t j = 0; j < n; ++j) y[j] += a * x[j * sx];
+}
+// y[j * sy] += a * x[j] for j < n.
+template <class T>
+inline void row_axpy_scatter_impl(int64_t n, T a, const T* __restrict x, T* __restrict y,
+                                  int64_t sy) {
+  if (sy == 1)
+    for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
+  else
+    for (int64_t j = 0; j < n; ++j) y[j * sy] += a * x[j];
+}
+// sum of a[j] * b[j * sb] for j < n, in lanes of independent partial sums so that the loop
+// vectorises without reordering any one sum (a row is short enough for the working precision).
+template <class T>
+inline T row_dot_impl(int64_t n, const T* __restrict a, const T* __restrict b, int64_t sb) {
+  constexpr int kLanes = 16;
+  T lane[kLanes] = {};
+  int64_t j = 0;
+  if (sb == 1)
+    for (; j + kLanes <= n; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) lane[l] += a[j + l] * b[j + l];
+  for (; j < n; ++j) lane[0] += a[j] * b[j * sb];
+  T sum = T(0);
+  for (int l = 0; l < kLanes; ++l) sum += lane[l];
+  return sum;
+}
+
+PYNN_CONV_MULTIVERSION void row_axpy(int64_t n, float a, const float* x, int64_t sx, float* y) {
+  row_axpy_impl(n, a, x, sx, y);
+}
+PYNN_CONV_MULTIVERSION void row_axpy(int64_t n, double a, const double* x, int64_t sx,
+                                     double* y) {
+  row_axpy_impl(n, a, x, sx, y);
+}
+PYNN_CONV_MULTIVERSION void row_axpy_scatter(int64_t n, float a, const float* x, float* y,
+                                             int64_t sy) {
+  row_axpy_scatter_impl(n, a, x, y, sy);
+}
+PYNN_CONV_MULTIVERSION void row_axpy_scatter(int64_t n, double a, const double* x, double* y,
+                                             int64_t sy) {
+  row_axpy_scatter_impl(n, a, x, y, sy);
+}
+PYNN_CONV_MULTIVERSION float row_dot(int64_t n, const float* a, const float* b, int64_t sb) {
+  return row_dot_impl(n, a, b, sb);
+}
+PYNN_CONV_MULTIVERSION double row_dot(int64_t n, const double* a, const double* b, int64_t sb) {
+  return row_dot_impl(n, a, b, sb);
+}
+
+// Calls f(oh, ih, ow_lo, ow_hi, iw_lo) for every output row that tap (kh, kw) reads inside the
+// input, with the output columns [ow_lo, ow_hi) whose input column starts at iw_lo.
+template <class F>
+void for_each_tap_row(const Conv2dGeom& g, int64_t kh, int64_t kw, F&& f) {
+  int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+  conv_valid_out_range(kh, g.H, g.OH, g.sh, g.pt, g.dh, &oh_lo, &oh_hi);
+  conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &ow_lo, &ow_hi);
+  if (ow_lo >= ow_hi) return;
+  const int64_t iw_lo = conv_in_index(ow_lo, kw, g.sw, g.pl, g.dw);
+  for (int64_t oh = oh_lo; oh < oh_hi; ++oh)
+    f(oh, conv_in_index(oh, kh, g.sh, g.pt, g.dh), ow_lo, ow_hi, iw_lo);
+}
+
+template <class T>
+void depthwise_forward(const Conv2dGeom& g, const T* x, const T* w, const T* b, T* y) {
+  const int64_t kk = g.KH * g.KW;
+  parallel_for(0, g.N * g.Cout, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t co = i % g.Cout, n = i / g.Cout;
+      const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
+      T* yc = y + i * g.P;
+      std::fill(yc, yc + g.P, b ? b[co] : T(0));
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const T wv = w[co * kk + kh * g.KW + kw];
+          for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
+                                          int64_t iw) {
+            row_axpy(hi - lo, wv, xc + ih * g.W + iw, g.sw, yc + oh * g.OW + lo);
+          });
+        }
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_input(const Conv2dGeom& g, const T* gy, const T* w, T* gx) {
+  const int64_t kk = g.KH * g.KW;
+  parallel_for(0, g.N * g.C, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t c = i % g.C, n = i / g.C;
+      T* gxc = gx + i * g.HW;
+      std::fill(gxc, gxc + g.HW, T(0));
+      for (int64_t co = c * g.cout_g; co < (c + 1) * g.cout_g; ++co) {
+        const T* gyc = gy + (n * g.Cout + co) * g.P;
+        for (int64_t kh = 0; kh < g.KH; ++kh)
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            const T wv = w[co * kk + kh * g.KW + kw];
+            for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
+                                            int64_t iw) {
+              row_axpy_scatter(hi - lo, wv, gyc + oh * g.OW + lo, gxc + ih * g.W + iw, g.sw);
+            });
+          }
+      }
+    }
+  });
+}
+
+// Each output channel's KH*KW weights are owned by one task, summed over the batch in double.
+template <class T>
+void depthwise_backward_weight(const Conv2dGeom& g, const T* gy, const T* x, T* gw) {
+  using Acc = typename acc_type<T>::type;
+  const int64_t kk = g.KH * g.KW;
+  parallel_for(0, g.Cout, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t co = c0; co < c1; ++co)
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          Acc sum = 0;
+          for (int64_t n = 0; n < g.N; ++n) {
+            const T* gyc = gy + (n * g.Cout + co) * g.P;
+            const T* xc = x + (n * g.C + co / g.cout_g) * g.HW;
+            for_each_tap_row(g, kh, kw, [&](int64_t oh, int64_t ih, int64_t lo, int64_t hi,
+                                            int64_t iw) {
+              sum += row_dot(hi - lo, gyc + oh * g.OW + lo, xc + ih * g.W + iw, g.sw);
+            });
+          }
+          gw[co * kk + kh * g.KW + kw] = static_cast<T>(sum);
+        }
+  });
+}
+
+int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
+  return g.P == 0 ? 0 : (g.P + tile_cols - 1) / tile_cols;
+}
+
+}  // namespace
+
+void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
+                        bool has_bias, const TensorView& output, const TensorView& workspace,
+                        Pair stride, Quad padding, Pair dilation, int64_t groups,
+                        int64_t tile_cols) {
+  const char* op = "conv2d_forward";
+  const Conv2dGeom g =
+      conv2d_geom(input, weight, output, stride, padding, dilation, groups, op, "input", "output");
+  check_dense(input, op, "input");
+  check_dense(weight, op, "weight");
+  check_dense(output, op, "output");
+  check_same_dtype(input, weight, op, "input", "weight");
+  check_same_dtype(input, output, op, "input", "output");
+  check_same_dtype(input, workspace, op, "input", "workspace");
+  if (has_bias) {
+    check_dense(bias, op, "bias");
+    check_same_dtype(input, bias, op, "input", "bias");
+    PYNN_CHECK(bias.dim == 1 && bias.sizes[0] == g.Cout, op, ": bias has shape ", bias.shape_str(),
+               ", expected [", g.Cout, "]");
+  }
+  const Slots slots = check_workspace(workspace, g, tile_cols, op);
+  dispatch_floating(input.dtype, op, "input", [&](auto tag) {
+    using T = decltype(tag);
+    const T* x = input.ptr<T>();
+    const T* w = weight.ptr<T>();
+    const T* b = has_bias ? bias.ptr<T>() : nullptr;
+    T* y = output.ptr<T>();
+    if (g.depthwise) return depthwise_forward(g, x, w, b, y);
+    const int64_t nt = num_tiles(g, tile_cols);
+    for_each_slot(g.N * g.G * nt, slots.count, [&](int64_t s, int64_t it) {
+      const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
+      const int64_t p0 = t * tile_cols, p1 = std::min(g.P, p0 + tile_cols), cols = p1 - p0;
+      const T* xg = x + (n * g.C + gi * g.cin_g) * g.HW;
+      const T* bm = xg + p0;  // the column matrix: the input itself when pointwise
+      int64_t b_rs = g.HW;
+      if (!g.pointwise) {
+        T* col = workspace.ptr<T>() + s * slots.stride;
+        im2col_tile(g, xg, p0, p1, col);
+        bm = col;
+        b_rs = cols;
+      }
+      T* yg = y + (n * g.Cout + gi * g.cout_g) * g.P + p0;
+      gemm_cpu<T>(g.cout_g, cols, g.kcol, T(1), w + gi * g.cout_g * g.kcol, g.kcol, 1, bm, b_rs,
+                  1, T(0), yg, g.P);
+      if (b)
+        for (int64_t co = 0; co < g.cout_g; ++co) {
+          const T bv = b[gi * g.cout_g + co];
+          T* row = yg + co * g.P;
+          for (int64_t j = 0; j < cols; ++j) row[j] += bv;
+        }
+    });
+  });
+}
+
+void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& weight,
+                               const TensorView& grad_input, const TensorView& workspace,
+                               Pair stride, Quad padding, Pair dilation, int64_t groups,
+                               int64_t tile_cols) {
+  const char* op = "conv2d_backward_input";
+  const Conv2dGeom g = conv2d_geom(grad_input, weight, grad_output, stride, padding, dilation,
+                                   groups, op, "grad_input", "grad_output");
+  check_dense(grad_output, op, "grad_output");
+  check_dense(weight, op, "weight");
+  check_dense(grad_input, op, "grad_input");
+  check_same_dtype(grad_output, weight, op, "grad_output", "weight");
+  check_same_dtype(grad_output, grad_input, op, "grad_output", "grad_input");
+  check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");
+  const Slots slots = check_workspace(workspace, g, tile_cols, op);
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gy = grad_output.ptr<T>();
+    const T* w = weight.ptr<T>();
+    T* gx = grad_input.ptr<T>();
+    if (g.depthwise) return depthwise_backward_input(g, gy, w, gx);
+    const int64_t nt = num_tiles(g, tile_cols);
+    // One item per (sample, group): the tiles of one sample overlap in grad_input (neighbouring
+    // receptive fields share pixels), so one thread owns all of them.
+    for_each_slot(g.N * g.G, slots.count, [&](int64_t s, int64_t it) {
+      const int64_t gi = it % g.G, n = it / g.G;
+      T* gxg = gx + (n * g.C + gi * g.cin_g) * g.HW;
+      const T* gyg = gy + (n * g.Cout + gi * g.cout_g) * g.P;
+      const T* wg = w + gi * g.cout_g * g.kcol;  // read transposed: [kcol, cout_g]
+      if (g.pointwise) {
+        gemm_cpu<T>(g.kcol, g.P, g.cout_g, T(1), wg, 1, g.kcol, gyg, g.P, 1, T(0), gxg, g.HW);
+        return;
+      }
+      std::fill(gxg, gxg + g.cin_g * g.HW, T(0));
+      T* col = workspace.ptr<T>() + s * slots.stride;
+      for (int64_t t = 0; t < nt; ++t) {
+        const int64_t p0 = t * tile_cols, p1 = std::min(g.P, p0 + tile_cols), cols = p1 - p0;
+        gemm_cpu<T>(g.kcol, cols, g.cout_g, T(1), wg, 1, g.kcol, gyg + p0, g.P, 1, T(0), col,
+                    cols);
+        col2im_tile_add(g, col, p0, p1, gxg);
+      }
+    });
+  });
+}
+
+void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView& input,
+                                const TensorView& grad_weight, const TensorView& workspace,
+                                const TensorView& partial, Pair stride, Quad padding,
+                                Pair dilation, int64_t groups, int64_t tile_cols) {
+  const char* op = "conv2d_backward_weight";
+  const Conv2dGeom g = conv2d_geom(input, grad_weight, grad_output, stride, padding, dilation,
+                                   groups, op, "input", "grad_output");
+  check_dense(grad_output, op, "grad_output");
+  check_dense(input, op, "input");
+  check_dense(grad_weight, op, "grad_weight");
+  check_same_dtype(grad_output, input, op, "grad_output", "input");
+  check_same_dtype(grad_output, grad_weight, op, "grad_output", "grad_weight");
+  check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");
+  const Slots slots = check_workspace(workspace, g, tile_cols, op);
+  const int64_t nt = num_tiles(g, tile_cols);
+  const int64_t n_items = g.N * g.G * nt;
+  const int64_t n_slots = std::max<int64_t>(1, std::min(slots.count, n_items));
+  const int64_t wnumel = grad_weight.numel();
+  if (n_slots > 1 && !g.depthwise) {
+    check_dense(partial, op, "partial");
+    check_same_dtype(grad_output, partial, op, "grad_output", "partial");
+    PYNN_CHECK(partial.numel() >= n_slots * wnumel, op, ": partial holds ", partial.numel(),
+               " elements, ", n_slots, " slots of grad_weight need ", n_slots * wnumel);
+  }
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gy = grad_output.ptr<T>();
+    const T* x = input.ptr<T>();
+    T* gw = grad_weight.ptr<T>();
+    if (g.depthwise) return depthwise_backward_weight(g, gy, x, gw);
+    // Each slot sums its items into its own copy of grad_weight; one slot uses grad_weight.
+    T* acc = n_slots > 1 ? partial.ptr<T>() : gw;
+    std::fill(acc, acc + n_slots * wnumel, T(0));
+    for_each_slot(n_items, n_slots, [&](int64_t s, int64_t it) {
+      const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
+      const int64_t p0 = t * tile_cols, p1 = std::min(g.P, p0 + tile_cols), cols = p1 - p0;
+      const T* xg = x + (n * g.C + gi * g.cin_g) * g.HW;
+      // grad_weight[g] += grad_output[n, g][:, tile] @ col^T; col^T is read with swapped strides.
+      const T* bm = xg + p0;
+      int64_t b_cs = g.HW;
+      if (!g.pointwise) {
+        T* col = workspace.ptr<T>() + s * slots.stride;
+        im2col_tile(g, xg, p0, p1, col);
+        bm = col;
+        b_cs = cols;
+      }
+      gemm_cpu<T>(g.cout_g, g.kcol, cols, T(1), gy + (n * g.Cout + gi * g.cout_g) * g.P + p0, g.P,
+                  1, bm, 1, b_cs, T(1), acc + s * wnumel + gi * g.cout_g * g.kcol, g.kcol);
+    });
+    if (n_slots > 1)
+      parallel_for(0, wnumel, 4096, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          T v = acc[i];
+          for (int64_t s = 1; s < n_slots; ++s) v += acc[s * wnumel + i];
+          gw[i] = v;
+        }
+      });
+  });
+}
+
+void conv2d_backward_bias_cpu(const TensorView& grad_output, const TensorView& grad_bias) {
+  const char* op = "conv2d_backward_bias";
+  check_dim(grad_output, 4, op, "grad_output");
+  check_dense(grad_output, op, "grad_output");
+  check_dense(grad_bias, op, "grad_bias");
+  check_same_dtype(grad_output, grad_bias, op, "grad_output", "grad_bias");
+  const int64_t N = grad_output.sizes[0], Cout = grad_output.sizes[1];
+  const int64_t P = grad_output.sizes[2] * grad_output.sizes[3];
+  PYNN_CHECK(grad_bias.dim == 1 && grad_bias.sizes[0] == Cout, op, ": grad_bias has shape ",
+             grad_bias.shape_str(), ", expected [", Cout, "]");
+  dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = typename acc_type<T>::type;
+    const T* gy = grad_output.ptr<T>();
+    T* gb = grad_bias.ptr<T>();
+    parallel_for(0, Cout, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, N * P)),
+                 [&](int64_t c0, int64_t c1) {
+                   for (int64_t c = c0; c < c1; ++c) {
+                     // Independent partial sums: one chain of double adds would be bound by
+                     // the add latency.
+                     constexpr int kLanes = 8;
+                     Acc sum[kLanes] = {};
+                     for (int64_t n = 0; n < N; ++n) {
+                       const T* row = gy + (n * Cout + c) * P;
+                       int64_t p = 0;
+                       for (; p + kLanes <= P; p += kLanes)
+                         for (int l = 0; l < kLanes; ++l) sum[l] += row[p + l];
+                       for (; p < P; ++p) sum[0] += row[p];
+                     }
+                     Acc total = 0;
+                     for (int l = 0; l < kLanes; ++l) total += sum[l];
+                     gb[c] = static_cast<T>(total);
+                   }
+                 });
+  });
+}
+
+namespace {
+// Disagreements for one axis between conv_out_index and a brute-force inversion of
+// conv_in_index, and outputs outside conv_valid_out_range.
+int64_t index_mismatches(int64_t in, int64_t K, int64_t s, int64_t pad, int64_t pad_end,
+                         int64_t d) {
+  const int64_t out = conv_out_size(in, pad + pad_end, K, s, d);
+  int64_t bad = 0;
+  for (int64_t k = 0; k < K && out > 0; ++k) {
+    int64_t lo, hi;
+    conv_valid_out_range(k, in, out, s, pad, d, &lo, &hi);
+    for (int64_t i = 0; i < in; ++i) {
+      int64_t want = -1;
+      for (int64_t o = 0; o < out; ++o)
+        if (conv_in_index(o, k, s, pad, d) == i) want = o;
+      bad += conv_out_index(i, k, s, pad, d, out) != want;
+      bad += want >= 0 && (want < lo || want >= hi);
+    }
+  }
+  return bad;
+}
+
+TensorView shape_view(std::initializer_list<int64_t> sizes) {
+  TensorView v;
+  v.dtype = DType::Float64;
+  for (int64_t s : sizes) v.sizes[v.dim++] = s;
+  int64_t st = 1;
+  for (int d = v.dim - 1; d >= 0; --d) {
+    v.strides[d] = st;
+    st *= v.sizes[d];
+  }
+  return v;
+}
+
+// Max |difference| between the CUDA kernels' per-element functions and the CPU kernels on one
+// convolution, in double on deterministic pseudo-random data.
+double element_math_error(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Cout, int64_t KH,
+                          int64_t KW, Pair stride, Quad pad, Pair dil, int64_t G) {
+  const int64_t OH = conv_out_size(H, pad[0] + pad[1], KH, stride[0], dil[0]);
+  const int64_t OW = conv_out_size(W, pad[2] + pad[3], KW, stride[1], dil[1]);
+  const Conv2dGeom g = conv2d_geom(shape_view({N, C, H, W}), shape_view({Cout, C / G, KH, KW}),
+                                   shape_view({N, Cout, OH, OW}), stride, pad, dil, G,
+                                   "conv2d_math_selfcheck", "input", "output");
+  uint64_t state = 12345;
+  auto fill = [&](std::vector<double>& v, size_t n) {
+    v.resize(n);
+    for (auto& e : v) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      e = static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5;
+    }
+  };
+  std::vector<double> x, w, b, gy, col, a, ref;
+  fill(x, N * C * g.HW);
+  fill(w, Cout * g.kcol);
+  fill(b, Cout);
+  fill(gy, N * Cout * g.P);
+  const int64_t kk = KH * KW;
+  double err = 0;
+  auto diff = [&](double u, double v) { err = std::max(err, std::abs(u - v)); };
+  for (int64_t n = 0; n < N; ++n) {
+    const double* xn = x.data() + n * C * g.HW;
+    // im2col: the CPU row loops against im2col_value, one group at a time
+    a.assign(g.kcol * g.P, 0.0);
+    for (int64_t gi = 0; gi < G; ++gi) {
+      im2col_tile(g, xn + gi * g.cin_g * g.HW, 0, g.P, a.data());
+      for (int64_t r = 0; r < g.kcol; ++r)
+        for (int64_t p = 0; p < g.P; ++p)
+          diff(a[r * g.P + p], im2col_value(g, xn, gi * g.kcol + r, p));
+    }
+    // col2im: the CPU scatter against the gather of col2im_value
+    fill(col, C * kk * g.P);
+    a.assign(C * g.HW, 0.0);
+    for (int64_t gi = 0; gi < G; ++gi)
+      col2im_tile_add(g, col.data() + gi * g.kcol * g.P, 0, g.P, a.data() + gi * g.cin_g * g.HW);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t ih = 0; ih < H; ++ih)
+        for (int64_t iw = 0; iw < W; ++iw)
+          diff(a[(c * H + ih) * W + iw], col2im_value(g, col.data(), c, ih, iw));
+  }
+  if (g.depthwise) {
+    a.assign(N * Cout * g.P, 0.0);
+    depthwise_forward(g, x.data(), w.data(), b.data(), a.data());
+    for (int64_t i = 0; i < N * Cout * g.P; ++i)
+      diff(a[i], depthwise_output(g, x.data(), w.data(), b.data(), i / (g.P * Cout),
+                                  (i / g.P) % Cout, i % g.P));
+    a.assign(N * C * g.HW, 0.0);
+    depthwise_backward_input(g, gy.data(), w.data(), a.data());
+    for (int64_t i = 0; i < N * C * g.HW; ++i)
+      diff(a[i], depthwise_grad_input(g, gy.data(), w.data(), i / g.HW / C, (i / g.HW) % C,
+                                      (i / W) % H, i % W));
+    a.assign(Cout * kk, 0.0);
+    depthwise_backward_weight(g, gy.data(), x.data(), a.data());
+    for (int64_t j = 0; j < Cout * kk; ++j) {
+      double sum = 0;
+      for (int64_t t = 0; t < N * g.P; ++t)
+        sum += depthwise_grad_weight_term<double, double>(g, gy.data(), x.data(), j / kk,
+                                                          (j / KW) % KH, j % KW, t);
+      diff(a[j], sum);
+    }
+  }
+  return err;
+}
+}  // namespace
+
+double conv2d_math_selfcheck_cpu() {
+  // The CUDA kernels are per-element functions of math/conv.h that the CPU kernels do not call
+  // (they run the same sums as row-segment loops). This compares the two where the tests run:
+  // index mismatches count 1 each, kernel results add their largest difference.
+  double err = 0;
+  for (int64_t s = 1; s <= 4; ++s)
+    for (int64_t pad = 0; pad <= 3; ++pad)
+      for (int64_t d = 1; d <= 3; ++d)
+        for (int64_t K = 1; K <= 4; ++K)
+          for (int64_t in = 1; in <= 9; ++in)
+            for (int64_t pad_end = pad; pad_end <= pad + 1; ++pad_end)
+              err += static_cast<double>(index_mismatches(in, K, s, pad, pad_end, d));
+  // generic with asymmetric padding, strides and dilation; groups; depthwise with a channel
+  // multiplier; a kernel as large as the padded input; depthwise strided 1x1
+  err += element_math_error(2, 3, 7, 6, 4, 3, 2, {1, 2}, {1, 0, 2, 1}, {1, 2}, 1);
+  err += element_math_error(1, 4, 9, 8, 6, 3, 3, {2, 1}, {1, 2, 0, 1}, {2, 1}, 2);
+  err += element_math_error(2, 3, 6, 7, 6, 3, 4, {1, 1}, {1, 1, 1, 2}, {1, 1}, 3);
+  err += element_math_error(1, 2, 5, 5, 2, 5, 7, {3, 2}, {0, 0, 1, 1}, {1, 1}, 2);
+  err += element_math_error(2, 3, 5, 4, 3, 1, 1, {2, 2}, {1, 0, 0, 1}, {1, 1}, 3);
+  return err;
+}
+
+}  // namespace pynn

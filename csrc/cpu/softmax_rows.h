@@ -1,0 +1,36 @@
+#pragma once
+// The CPU's softmax building blocks, shared by softmax.cpp and the fused cross-entropy in
+// loss.cpp. A "tile" is `w` neighbouring columns of an (n, inner) block: element (k, j) lives at
+// base[k * inner + j]. inner == 1 (w == 1) is a contiguous row and takes loops that vectorise
+// along the row; otherwise the loops vectorise across the w columns. Each entry point is
+// compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, like the GEMM.
+#include <cstdint>
+
+namespace pynn {
+namespace cpu {
+
+constexpr int64_t kSoftmaxTile = 16;  // most columns per tile
+
+// y = softmax (log_space: log_softmax) of each column of the tile. y may not alias x.
+void softmax_tile_forward(const float* x, float* y, int64_t n, int64_t inner, int64_t w,
+                          bool log_space);
+void softmax_tile_forward(const double* x, double* y, int64_t n, int64_t inner, int64_t w,
+                          bool log_space);
+
+// gi = the gradient through softmax (log_softmax) given its output y and the gradient g.
+void softmax_tile_backward(const float* g, const float* y, float* gi, int64_t n, int64_t inner,
+                           int64_t w, bool log_space);
+void softmax_tile_backward(const double* g, const double* y, double* gi, int64_t n,
+                           int64_t inner, int64_t w, bool log_space);
+
+}  // namespace cpu
+}  // namespace pynn
+
+// flatten: everything the entry point calls is inlined into each clone and so compiled for its
+// instruction set; a helper left out of line would run the baseline code in every clone.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYNN_CPU_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
+#else
+#define PYNN_CPU_MULTIVERSION
+#endif

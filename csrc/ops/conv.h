@@ -1,0 +1,65 @@
+#pragma once
+// 2-D convolution (torch.nn.functional.conv2d) as im2col + GEMM.
+//
+// Every tensor is contiguous NCHW (the Python side makes it so): input [N, C, H, W], weight
+// [Cout, C/groups, KH, KW], output and grad_output [N, Cout, OH, OW]. stride and dilation are
+// (h, w); padding is (top, bottom, left, right) so that 'same' with an even kernel, whose
+// padding is one larger at the end, needs no padded copy of the input. The output size must be
+// torch's floor((H + top + bottom - dil*(KH-1) - 1) / stride) + 1 (and likewise for W).
+//
+// Workspaces are allocated by the caller (torch) and sized by it:
+//  - CPU: `workspace` is [slots, >= C/groups*KH*KW*tile_cols]. Work is split into
+//    (sample, group, tile of `tile_cols` output positions) items; `slots` of them run at once,
+//    each on its own row of the workspace, with the GEMM serial inside. With one slot the GEMM
+//    and im2col run on the whole pool instead. `partial` ([slots, Cout,
+//    C/groups*KH*KW], unused with one slot) holds each slot's share of grad_weight before they
+//    are summed.
+//  - CUDA: `workspace` is [nb, C*KH*KW*OH*OW]: the columns of nb samples at a time.
+//  Neither backend touches the workspace for a 1x1, stride-1, unpadded convolution (the input
+//  is its own column matrix) or a depthwise one (one input channel per group: direct loops).
+#include <array>
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace pynn {
+
+using Pair = std::array<int64_t, 2>;
+using Quad = std::array<int64_t, 4>;
+
+void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
+                        bool has_bias, const TensorView& output, const TensorView& workspace,
+                        Pair stride, Quad padding, Pair dilation, int64_t groups,
+                        int64_t tile_cols);
+void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& weight,
+                               const TensorView& grad_input, const TensorView& workspace,
+                               Pair stride, Quad padding, Pair dilation, int64_t groups,
+                               int64_t tile_cols);
+void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView& input,
+                                const TensorView& grad_weight, const TensorView& workspace,
+                                const TensorView& partial, Pair stride, Quad padding,
+                                Pair dilation, int64_t groups, int64_t tile_cols);
+// grad_bias[c] = sum of grad_output[:, c] (accumulated in double).
+void conv2d_backward_bias_cpu(const TensorView& grad_output, const TensorView& grad_bias);
+// How far the per-element functions that the CUDA kernels run (math/conv.h) are from the CPU
+// kernels on a set of small convolutions; a test asserts ~0, so CPU tests cover the GPU's math.
+double conv2d_math_selfcheck_cpu();
+
+#ifdef PYNN_WITH_CUDA
+void conv2d_forward_cuda(const TensorView& input, const TensorView& weight, const TensorView& bias,
+                         bool has_bias, const TensorView& output, const TensorView& workspace,
+                         Pair stride, Quad padding, Pair dilation, int64_t groups,
+                         uintptr_t stream);
+void conv2d_backward_input_cuda(const TensorView& grad_output, const TensorView& weight,
+                                const TensorView& grad_input, const TensorView& workspace,
+                                Pair stride, Quad padding, Pair dilation, int64_t groups,
+                                uintptr_t stream);
+void conv2d_backward_weight_cuda(const TensorView& grad_output, const TensorView& input,
+                                 const TensorView& grad_weight, const TensorView& workspace,
+                                 Pair stride, Quad padding, Pair dilation, int64_t groups,
+                                 uintptr_t stream);
+void conv2d_backward_bias_cuda(const TensorView& grad_output, const TensorView& grad_bias,
+                               uintptr_t stream);
+#endif
+
+}  // namespace pynn

@@ -1,0 +1,381 @@
+"""conv2d against torch: output and the three gradients over a grid of shapes and arguments,
+layouts, workspace tiling, gradcheck, the drop-in layer and bad arguments."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import pynn
+import pynn.functional as F
+import pynn.nn as pnn
+from pynn import _backend
+from pynn.ops import conv as conv_op
+from conftest import assert_close
+from helpers import clone_leaf, non_contiguous
+
+# (id, input shape, weight shape, kwargs)
+CASES = [
+    ("basic", (2, 3, 7, 9), (4, 3, 3, 3), {}),
+    ("batch1_pad1", (1, 3, 8, 8), (5, 3, 3, 3), dict(padding=1)),
+    ("stride_gt_kernel", (2, 2, 11, 10), (3, 2, 2, 2), dict(stride=3)),
+    ("stride_pad_tuple", (2, 3, 9, 8), (4, 3, 3, 5), dict(stride=(2, 1), padding=(1, 2))),
+    ("dilation", (2, 3, 12, 11), (4, 3, 3, 3), dict(dilation=2, padding=2)),
+    ("dilation_tuple", (1, 2, 10, 9), (2, 2, 2, 3), dict(dilation=(3, 1), stride=(1, 2))),
+    ("kernel_fills_padded", (2, 3, 5, 6), (2, 3, 7, 8), dict(padding=1)),
+    ("window_in_padding", (1, 2, 3, 3), (2, 2, 3, 3), dict(padding=3, stride=2)),
+    ("depthwise", (2, 6, 9, 9), (6, 1, 3, 3), dict(groups=6, padding=1)),
+    ("depthwise_mult", (2, 4, 8, 7), (8, 1, 3, 3), dict(groups=4, stride=2)),
+    ("depthwise_same_dilated", (2, 3, 9, 8), (6, 1, 4, 3),
+     dict(groups=3, padding="same", dilation=(1, 2))),
+    ("depthwise_stride_pad", (1, 5, 10, 9), (5, 1, 5, 3), dict(groups=5, stride=(3, 2), padding=(2, 1))),
+    ("groups2", (2, 4, 7, 7), (6, 2, 3, 3), dict(groups=2, padding=1)),
+    ("1x1", (2, 5, 6, 7), (3, 5, 1, 1), {}),
+    ("1x1_stride2", (2, 5, 7, 7), (3, 5, 1, 1), dict(stride=2)),
+    ("1x1_groups2", (2, 4, 5, 5), (6, 2, 1, 1), dict(groups=2)),
+    ("1x1_pad", (1, 3, 4, 4), (2, 3, 1, 1), dict(padding=1)),
+    ("same_odd", (2, 3, 8, 9), (4, 3, 3, 3), dict(padding="same")),
+    ("same_even", (2, 3, 8, 9), (4, 3, 4, 2), dict(padding="same")),
+    ("same_even_dilated", (2, 3, 8, 9), (4, 3, 2, 2), dict(padding="same", dilation=(2, 3))),
+    ("valid", (2, 3, 8, 9), (4, 3, 3, 3), dict(padding="valid")),
+    ("multi_tile", (2, 8, 40, 41), (8, 8, 5, 5), dict(padding=2)),
+    ("single_pixel", (3, 2, 1, 1), (4, 2, 1, 1), {}),
+]
+IDS = [c[0] for c in CASES]
+
+
+def run_both(x, w, b, kw, grad=None):
+    """Forward and all gradients for pynn and torch from identical leaves."""
+    xa, wa = clone_leaf(x), clone_leaf(w)
+    xb, wb = clone_leaf(x), clone_leaf(w)
+    ba = clone_leaf(b) if b is not None else None
+    bb = clone_leaf(b) if b is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about 'same' with even kernels
+        ya = F.conv2d(xa, wa, ba, **kw)
+        yb = TF.conv2d(xb, wb, bb, **kw)
+    g = torch.randn_like(yb) if grad is None else grad(yb)
+    ya.backward(g)
+    yb.backward(g)
+    return (ya, xa, wa, ba), (yb, xb, wb, bb)
+
+
+def check_pair(ours, ref, reduce_len):
+    ya, xa, wa, ba = ours
+    yb, xb, wb, bb = ref
+    assert ya.shape == yb.shape
+    assert_close(ya, yb, scale=max(1.0, reduce_len ** 0.5))
+    assert_close(xa.grad, xb.grad, scale=max(1.0, reduce_len ** 0.5))
+    # the weight and bias gradients sum over the batch and every output position
+    n = yb.numel() / max(yb.shape[1], 1)
+    assert_close(wa.grad, wb.grad, scale=max(1.0, n ** 0.5))
+    if ba is not None:
+        assert_close(ba.grad, bb.grad, scale=max(1.0, n ** 0.5))
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", CASES, ids=IDS)
+def test_parity_with_torch(name, xs, ws, kw, device, dtype):
+    x = torch.randn(xs, dtype=dtype, device=device)
+    w = torch.randn(ws, dtype=dtype, device=device)
+    b = torch.randn(ws[0], dtype=dtype, device=device)
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+
+
+def case(name):
+    return next(c for c in CASES if c[0] == name)
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", [case("batch1_pad1"), case("depthwise"), case("1x1")],
+                         ids=["pad", "dw", "1x1"])
+def test_no_bias(name, xs, ws, kw, device, dtype):
+    x = torch.randn(xs, dtype=dtype, device=device)
+    w = torch.randn(ws, dtype=dtype, device=device)
+    ours, ref = run_both(x, w, None, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+
+
+@pytest.fixture
+def pool_threads():
+    """Sets pynn's pool size for one test, then goes back to following torch."""
+    def set_n(n):
+        _backend.set_num_threads(n)
+    yield set_n
+    _backend._user_threads = None
+    _backend._synced_threads = -1
+    _backend._sync_threads()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("tiny_tiles", [False, True], ids=["tiles", "tiny_tiles"])
+@pytest.mark.parametrize("name,xs,ws,kw", [case(n) for n in (
+    "stride_pad_tuple", "groups2", "1x1_groups2", "same_even_dilated", "depthwise_mult")],
+    ids=["stride_pad", "groups2", "1x1_g2", "same_even_dil", "dw"])
+def test_work_split(name, xs, ws, kw, threads, tiny_tiles, monkeypatch, pool_threads):
+    """Slots, tiles that end mid-row and the per-slot weight-gradient sums give torch's answer
+    whatever the pool size (one slot lets the GEMM use the pool instead)."""
+    pool_threads(threads)
+    if tiny_tiles:
+        monkeypatch.setattr(conv_op, "_CPU_TILE_ELEMS", 1)
+        monkeypatch.setattr(conv_op, "_CPU_MIN_COLS", 5)
+    x = torch.randn(xs, dtype=torch.float64)
+    w = torch.randn(ws, dtype=torch.float64)
+    b = torch.randn(ws[0], dtype=torch.float64)
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, 1)
+
+
+def test_larger_batch_many_slots(device):
+    x = torch.randn(9, 16, 13, 13, device=device)
+    w = torch.randn(24, 16, 3, 3, device=device)
+    b = torch.randn(24, device=device)
+    ours, ref = run_both(x, w, b, dict(padding=1, stride=1))
+    check_pair(ours, ref, 16 * 9)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "strided_slice",
+                                    "channels_last_weight"])
+def test_layouts(layout, device, dtype):
+    x = torch.randn(2, 4, 9, 8, dtype=dtype, device=device)
+    w = torch.randn(6, 4, 3, 3, dtype=dtype, device=device)
+    b = torch.randn(6, dtype=dtype, device=device)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x = non_contiguous(x)
+    elif layout == "strided_slice":
+        x = torch.randn(3, 8, 12, 20, dtype=dtype, device=device)[::2, 1::2, ::1, 1::2]
+    else:
+        w = w.to(memory_format=torch.channels_last)
+    assert not x.is_contiguous() or not w.is_contiguous()
+    ours, ref = run_both(x, w, b, dict(padding=1, stride=(1, 2)))
+    check_pair(ours, ref, 36)
+    ya, yb = ours[0], ref[0]
+    # the output takes the memory format torch gives it
+    cl = torch.channels_last
+    assert ya.is_contiguous(memory_format=cl) == yb.is_contiguous(memory_format=cl)
+    assert ya.is_contiguous() == yb.is_contiguous()
+
+
+def test_expanded_and_channels_last_grad_output(device):
+    x = torch.randn(2, 3, 6, 6, device=device)
+    w = torch.randn(4, 3, 3, 3, device=device)
+    b = torch.randn(4, device=device)
+    # d(sum)/dy arrives as an expanded (stride-0) tensor
+    ours, ref = run_both(x, w, b, dict(padding=1), grad=lambda y: torch.ones(1, device=device)
+                         .expand_as(y))
+    check_pair(ours, ref, 27)
+    ours, ref = run_both(x, w, b, dict(padding=1), grad=lambda y: torch.randn_like(y).to(
+        memory_format=torch.channels_last))
+    check_pair(ours, ref, 27)
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(padding="same", groups=2)])
+def test_unbatched(kw, device, dtype):
+    x = torch.randn(4, 7, 6, dtype=dtype, device=device)
+    w = torch.randn(6, 4 // kw.get("groups", 1), 3, 3, dtype=dtype, device=device)
+    b = torch.randn(6, dtype=dtype, device=device)
+    ours, ref = run_both(x, w, b, kw)
+    assert ours[0].dim() == 3
+    check_pair(ours, ref, 36)
+
+
+def test_zero_batch(device, dtype):
+    x = torch.randn(0, 3, 7, 7, dtype=dtype, device=device)
+    w = torch.randn(4, 3, 3, 3, dtype=dtype, device=device)
+    b = torch.randn(4, dtype=dtype, device=device)
+    ours, ref = run_both(x, w, b, dict(padding=1))
+    assert ours[0].shape == (0, 4, 7, 7)
+    check_pair(ours, ref, 1)
+    assert (ours[2].grad == 0).all() and (ours[3].grad == 0).all()
+
+
+def test_zero_input_channels_is_refused(device):
+    # torch returns an output with 0 channels here whatever the weight says; we refuse instead
+    x = torch.randn(2, 0, 5, 5, device=device)
+    w = torch.randn(3, 0, 3, 3, device=device)
+    with pytest.raises(ValueError, match="input has no channels"):
+        F.conv2d(x, w)
+
+
+def test_nan_and_inf_propagate(device):
+    x = torch.randn(1, 2, 5, 5, device=device)
+    x[0, 0, 2, 2] = float("nan")
+    x[0, 1, 0, 0] = float("inf")
+    w = torch.randn(3, 2, 3, 3, device=device)
+    torch.testing.assert_close(F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1),
+                               equal_nan=True)
+
+
+@pytest.mark.parametrize("kw,xs,ws", [
+    (dict(stride=2, padding=1), (2, 2, 5, 6), (3, 2, 3, 2)),
+    (dict(dilation=2, groups=2, padding=(2, 1)), (1, 4, 6, 5), (4, 2, 2, 3)),
+    (dict(padding="same"), (2, 2, 4, 5), (2, 2, 2, 3)),
+    (dict(groups=3), (2, 3, 4, 4), (3, 1, 1, 1)),
+    (dict(groups=2, stride=2, padding=(1, 2), dilation=(2, 1)), (2, 2, 6, 5), (4, 1, 3, 2)),
+])
+def test_gradcheck(kw, xs, ws, device):
+    x = torch.randn(xs, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(ws, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(ws[0], dtype=torch.float64, device=device, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.autograd.gradcheck(lambda x, w, b: F.conv2d(x, w, b, **kw), (x, w, b))
+
+
+# ---- the layer ----
+
+LAYER_ARGS = [
+    dict(in_channels=3, out_channels=6, kernel_size=3),
+    dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0),
+         dilation=(1, 2), groups=2, bias=False),
+    dict(in_channels=4, out_channels=4, kernel_size=4, padding="same", groups=4),
+    dict(in_channels=3, out_channels=5, kernel_size=3, padding=2, padding_mode="reflect"),
+    dict(in_channels=3, out_channels=5, kernel_size=(3, 4), padding="same",
+         padding_mode="circular"),
+    dict(in_channels=3, out_channels=5, kernel_size=3, stride=2, padding=1,
+         padding_mode="replicate"),
+    dict(in_channels=3, out_channels=2, kernel_size=1, padding="valid"),
+]
+
+
+@pytest.mark.parametrize("args", LAYER_ARGS, ids=range(len(LAYER_ARGS)))
+def test_layer_loads_torch_state_dict(args, device, dtype):
+    ref = torch.nn.Conv2d(**args, device=device, dtype=dtype)
+    ours = pnn.Conv2d(**args, device=device, dtype=dtype)
+    assert repr(ours) == repr(ref)
+    assert list(ours.state_dict().keys()) == list(ref.state_dict().keys())
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, args["in_channels"], 9, 10, device=device, dtype=dtype)
+    xa, xb = clone_leaf(x), clone_leaf(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ya, yb = ours(xa), ref(xb)
+    assert_close(ya, yb)
+    g = torch.randn_like(yb)
+    ya.backward(g)
+    yb.backward(g)
+    assert_close(xa.grad, xb.grad)
+    for (name, pa), (_, pb) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert_close(pa.grad, pb.grad, scale=10, msg=name)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+def test_layer_unbatched(mode, device):
+    ref = torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode, device=device)
+    ours = pnn.Conv2d(3, 4, 3, padding=1, padding_mode=mode, device=device)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(3, 6, 5, device=device)
+    assert_close(ours(x), ref(x))
+
+
+def test_layer_init_matches_torch():
+    torch.manual_seed(123)
+    ref = torch.nn.Conv2d(6, 8, (3, 5), groups=2)
+    torch.manual_seed(123)
+    ours = pnn.Conv2d(6, 8, (3, 5), groups=2)
+    torch.testing.assert_close(ours.weight, ref.weight, rtol=0, atol=0)
+    torch.testing.assert_close(ours.bias, ref.bias, rtol=0, atol=0)
+    assert ours.weight.dtype == torch.get_default_dtype()
+    assert pnn.Conv2d(2, 2, 1, dtype=torch.float64).weight.dtype == torch.float64
+    ours.reset_parameters()
+    bound = 1 / (3 * 3 * 5) ** 0.5
+    assert ours.weight.abs().max() <= bound and ours.bias.abs().max() <= bound
+
+
+@pytest.mark.parametrize("args,match", [
+    (dict(in_channels=3, out_channels=4, kernel_size=3, groups=2), "in_channels"),
+    (dict(in_channels=4, out_channels=3, kernel_size=3, groups=2), "out_channels"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, groups=0), "groups"),
+    (dict(in_channels=3, out_channels=4, kernel_size=3, padding="full"), "padding"),
+    (dict(in_channels=3, out_channels=4, kernel_size=3, padding="same", stride=2), "strided"),
+    (dict(in_channels=3, out_channels=4, kernel_size=3, padding_mode="mirror"), "padding_mode"),
+    (dict(in_channels=3, out_channels=4, kernel_size=0), "kernel_size"),
+    (dict(in_channels=3, out_channels=4, kernel_size=3, stride=0), "stride"),
+    (dict(in_channels=3, out_channels=4, kernel_size=3, padding=-1), "padding"),
+    (dict(in_channels=3, out_channels=4, kernel_size=3, dilation=(1, 0)), "dilation"),
+])
+def test_layer_bad_args(args, match):
+    with pytest.raises(ValueError, match=match):
+        pnn.Conv2d(**args)
+
+
+# ---- bad input to the functional ----
+
+def _bad(device):
+    x = torch.randn(2, 4, 8, 8, device=device)
+    w = torch.randn(6, 4, 3, 3, device=device)
+    return [
+        (lambda: F.conv2d(x.double(), w), TypeError, "weight"),
+        (lambda: F.conv2d(x.long(), w.long()), TypeError, "input must be float"),
+        (lambda: F.conv2d(x, w, torch.zeros(6, dtype=torch.float64, device=device)), TypeError,
+         "bias"),
+        (lambda: F.conv2d(x, [1.0]), TypeError, "weight must be a Tensor"),
+        (lambda: F.conv2d(x[0, 0], w), ValueError, "input"),
+        (lambda: F.conv2d(x[None], w), ValueError, "input"),
+        (lambda: F.conv2d(x, w[0]), ValueError, "weight must be 4-D"),
+        (lambda: F.conv2d(x, w[:, :3]), ValueError, "channels"),
+        (lambda: F.conv2d(x, w, groups=3), ValueError, "groups"),
+        (lambda: F.conv2d(x, w[:, :2], groups=2), None, None),  # valid: a control
+        (lambda: F.conv2d(x, w[:5, :2], groups=2), ValueError, "groups=2 must divide"),
+        (lambda: F.conv2d(x, w, groups=0), ValueError, "groups"),
+        (lambda: F.conv2d(x, w, torch.zeros(5, device=device)), ValueError, "bias"),
+        (lambda: F.conv2d(x, torch.randn(6, 4, 9, 9, device=device)), ValueError,
+         "smaller than the dilated kernel"),
+        (lambda: F.conv2d(x, w, dilation=5), ValueError, "smaller than the dilated kernel"),
+        (lambda: F.conv2d(x, w, stride=0), ValueError, "stride"),
+        (lambda: F.conv2d(x, w, stride=(1, 2, 3)), ValueError, "stride"),
+        (lambda: F.conv2d(x, w, dilation=(1, -1)), ValueError, "dilation"),
+        (lambda: F.conv2d(x, w, padding=-1), ValueError, "padding"),
+        (lambda: F.conv2d(x, w, padding="full"), ValueError, "padding"),
+        (lambda: F.conv2d(x, w, padding=1.5), TypeError, "padding"),
+        (lambda: F.conv2d(x, w, padding="same", stride=2), RuntimeError, "strided"),
+        (lambda: F.conv2d(x, w[:0]), ValueError, "no output channels"),
+        (lambda: F.conv2d(x, w[:, :, :0]), ValueError, "empty kernel"),
+        (lambda: F.conv2d(torch.randn(2, 4, 0, 8, device=device), w), ValueError,
+         "smaller than the dilated kernel"),
+    ]
+
+
+def test_bad_input_raises_naming_the_argument(device):
+    for fn, exc, match in _bad(device):
+        if exc is None:
+            fn()
+            continue
+        with pytest.raises(exc, match=match):
+            fn()
+
+
+def test_device_mismatch_raises(device):
+    x = torch.randn(1, 2, 5, 5, device=device)
+    w = torch.randn(3, 2, 3, 3, device="meta" if device == "cpu" else "cpu")
+    with pytest.raises(RuntimeError, match="weight|device"):
+        F.conv2d(x, w)
+
+
+def test_kernel_rejects_inconsistent_views():
+    """The C++ entry point checks what it gets even when Python is bypassed."""
+    x = torch.randn(1, 2, 5, 5)
+    w = torch.randn(3, 2, 3, 3)
+    y = torch.empty(1, 3, 4, 4)  # should be 3x3
+    ws = torch.empty(1, 2 * 9 * 9)
+    V = _backend.view
+    with pytest.raises(ValueError, match="output has shape"):
+        _backend._C.conv2d_forward_cpu(V(x), V(w), V(y), False, V(y), V(ws), (1, 1), (0, 0, 0, 0),
+                                       (1, 1), 1, 9)
+    y = torch.empty(1, 3, 3, 3)
+    with pytest.raises(ValueError, match="workspace"):
+        _backend._C.conv2d_forward_cpu(V(x), V(w), V(y), False, V(y), V(torch.empty(1, 5)),
+                                       (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
+    with pytest.raises(TypeError, match="dtype"):
+        _backend._C.conv2d_forward_cpu(V(x), V(w.double()), V(y), False, V(y), V(ws), (1, 1),
+                                       (0, 0, 0, 0), (1, 1), 1, 9)
+    with pytest.raises(ValueError, match="contiguous"):
+        _backend._C.conv2d_forward_cpu(V(x.transpose(2, 3)), V(w), V(y), False, V(y), V(ws),
+                                       (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
+
+
+def test_cuda_element_math_matches_cpu_kernels():
+    """The CUDA kernels' per-element functions (gather col2im, im2col, depthwise) against the CPU
+    kernels, which the tests above check against torch."""
+    assert _backend._C.conv2d_math_selfcheck_cpu() < 1e-12
