@@ -26,6 +26,8 @@ class Arrays:
     y_val: torch.Tensor
     rows_train: np.ndarray       # original row (or window end) numbers, for predictions.csv
     rows_val: np.ndarray
+    raw_train: np.ndarray        # targets in original units (float64), never round-tripped
+    raw_val: np.ndarray          # through the normaliser: actuals for RMSE / MAPE
     x_norm: Normalizer
     y_norm: Normalizer | None
     window: int | None
@@ -68,6 +70,7 @@ def assemble(p: Prepared, spec: ModelSpec, *, normalize: str, val_split: float, 
         x = xs if spec.input == "sequence" else xs.reshape(len(xs), -1)
         in_size = p.x.shape[1] if spec.input == "sequence" else window * p.x.shape[1]
         rows_all = ends
+        raw_all = p.y[ends]
     else:
         window = None
         tr, va = split_indices(len(p.x), val_split, seed, shuffle=True)
@@ -86,6 +89,7 @@ def assemble(p: Prepared, spec: ModelSpec, *, normalize: str, val_split: float, 
         else:
             ys = p.y
         rows_all = p.index
+        raw_all = p.y
         if spec.input == "flat":
             x = x.reshape(len(x), -1)
             in_size = x.shape[1]
@@ -95,10 +99,10 @@ def assemble(p: Prepared, spec: ModelSpec, *, normalize: str, val_split: float, 
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
     if spec.input == "image":
         xt = _resize(xt, spec)
-    yt = torch.as_tensor(ys, dtype=torch.float32 if regression else torch.int64)
+    yt = torch.tensor(ys, dtype=torch.float32 if regression else torch.int64)
     tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
-    return Arrays(xt[tr_t], yt[tr_t], xt[va_t], yt[va_t], rows_all[tr], rows_all[va], x_norm,
-                  y_norm, window, in_size, out_size)
+    return Arrays(xt[tr_t], yt[tr_t], xt[va_t], yt[va_t], rows_all[tr], rows_all[va],
+                  raw_all[tr], raw_all[va], x_norm, y_norm, window, in_size, out_size)
 
 
 def _resize(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:

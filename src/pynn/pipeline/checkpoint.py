@@ -20,7 +20,7 @@ KEYS = ("model", "model_args", "in_size", "out_size", "state_dict", "task", "dat
 def versions() -> dict:
     import pynn
 
-    return {"pynn": pynn.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"pynn": str(pynn.__version__), "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def save(path: Path, payload: dict) -> None:

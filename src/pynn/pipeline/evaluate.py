@@ -44,14 +44,15 @@ def run(checkpoint_path, data=None, out="runs/eval", split="val", device="auto",
     if split == "all":
         x, y = torch.cat([a.x_train, a.x_val]), torch.cat([a.y_train, a.y_val])
         rows = np.concatenate([a.rows_train, a.rows_val])
+        raw = np.concatenate([a.raw_train, a.raw_val])
     else:
-        x, y, rows = a.x_val, a.y_val, a.rows_val
+        x, y, rows, raw = a.x_val, a.y_val, a.rows_val, a.raw_val
     out_t = predict(model, x, dev)
     out = Path(out)
     result = {"checkpoint": str(checkpoint_path), "data": source, "split": split, "samples": len(y),
               "model": ckpt["model"], "task": ckpt["task"]}
     if ckpt["task"] == "regression":
-        pred, actual = y_norm.inverse(out_t.numpy()), y_norm.inverse(y.numpy())
+        pred, actual = y_norm.inverse(out_t.numpy()), raw
         m, skipped = mape(pred, actual)
         result.update({"rmse": rmse(pred, actual), "mape": m, "mape_zero_targets_excluded": skipped,
                        "per_target": {t: {"rmse": rmse(pred[:, j], actual[:, j]),

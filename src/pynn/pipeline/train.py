@@ -90,9 +90,10 @@ def predict(model, x: torch.Tensor, device, batch_size: int = 256) -> torch.Tens
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def epoch_metrics(task, out: torch.Tensor, y: torch.Tensor, y_norm: Normalizer | None, prefix: str) -> dict:
+def epoch_metrics(task, out: torch.Tensor, y: torch.Tensor, raw: np.ndarray,
+                  y_norm: Normalizer | None, prefix: str) -> dict:
     if task == "regression":
-        pred, actual = y_norm.inverse(out.numpy()), y_norm.inverse(y.numpy())
+        pred, actual = y_norm.inverse(out.numpy()), raw
         m, skipped = mape(pred, actual)
         return {f"{prefix}_rmse": rmse(pred, actual), f"{prefix}_mape": m}
     return {f"{prefix}_accuracy": accuracy(out.argmax(1).numpy(), y.numpy())}
@@ -259,8 +260,8 @@ def _train_epoch(cfg, epoch, ddp_model, model, opt, crit, a: Arrays, dist, bar_o
     out_train, out_val = predict(model, a.x_train, dist.device), predict(model, a.x_val, dist.device)
     row = {"epoch": epoch, "train_loss": total / max(seen, 1),
            "val_loss": float(crit(out_val, a.y_val))}
-    row.update(epoch_metrics(task, out_train, a.y_train, a.y_norm, "train"))
-    row.update(epoch_metrics(task, out_val, a.y_val, a.y_norm, "val"))
+    row.update(epoch_metrics(task, out_train, a.y_train, a.raw_train, a.y_norm, "train"))
+    row.update(epoch_metrics(task, out_val, a.y_val, a.raw_val, a.y_norm, "val"))
     return row
 
 
