@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "core/cuda_api.h"
+#include "core/device_check.h"
 #include "core/parallel.h"
 #include "core/pybind_view.h"
 #include "ops/activation.h"
@@ -14,15 +15,22 @@
 #include "ops/loss.h"
 #include "ops/softmax.h"
 #include "ops/rnn.h"
+#include "ops/lrn.h"
+#include "ops/batchnorm.h"
+#include "ops/pool.h"
 
 namespace py = pybind11;
 
-// Registers NAME_cpu, and NAME_cuda when the CUDA kernels are built.
-#define PYNN_DEF_CPU(m, name) m.def(#name "_cpu", &pynn::name##_cpu, py::call_guard<py::gil_scoped_release>())
+// Registers NAME_cpu, and NAME_cuda when the CUDA kernels are built; each refuses tensors on
+// the other kind of device (core/device_check.h).
+#define PYNN_DEF_CPU(m, name)                                                              \
+  m.def(#name "_cpu", pynn::on_device<pynn::Device::CPU>(#name "_cpu", &pynn::name##_cpu), \
+        py::call_guard<py::gil_scoped_release>())
 #ifdef PYNN_WITH_CUDA
-#define PYNN_DEF(m, name) \
-  PYNN_DEF_CPU(m, name);  \
-  m.def(#name "_cuda", &pynn::name##_cuda, py::call_guard<py::gil_scoped_release>())
+#define PYNN_DEF(m, name)                                                                     \
+  PYNN_DEF_CPU(m, name);                                                                      \
+  m.def(#name "_cuda", pynn::on_device<pynn::Device::CUDA>(#name "_cuda", &pynn::name##_cuda), \
+        py::call_guard<py::gil_scoped_release>())
 #else
 #define PYNN_DEF(m, name) PYNN_DEF_CPU(m, name)
 #endif
@@ -92,4 +100,17 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, rnn_forward);
   PYNN_DEF(m, rnn_backward);
   PYNN_DEF(m, rnn_dropout);
+  PYNN_DEF(m, lrn_forward);
+  PYNN_DEF(m, lrn_backward);
+  PYNN_DEF(m, batch_norm_forward);
+  PYNN_DEF(m, batch_norm_backward);
+
+  // pooling (csrc/cpu/pool.cpp, csrc/cuda/pool.cu)
+  m.def("pool_output_size", &pynn::pool_output_size_host);
+  PYNN_DEF(m, max_pool2d_forward);
+  PYNN_DEF(m, max_pool2d_backward);
+  PYNN_DEF(m, avg_pool2d_forward);
+  PYNN_DEF(m, avg_pool2d_backward);
+  PYNN_DEF(m, adaptive_avg_pool2d_forward);
+  PYNN_DEF(m, adaptive_avg_pool2d_backward);
 }

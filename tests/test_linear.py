@@ -262,3 +262,16 @@ def test_layer_device_dtype_and_no_bias(device):
     x = torch.randn(4, 3, device=device, dtype=torch.float64)
     torch.testing.assert_close(layer(x), x @ layer.weight.t())
     assert repr(layer) == "Linear(in_features=3, out_features=2, bias=False)"
+
+
+def test_output_accepts_in_place_ops_like_torch(device):
+    # torch.nn.Linear followed by ReLU(inplace=True) is the classic classifier head
+    x = torch.randn(3, 2, 5, device=device, requires_grad=True)
+    w = torch.randn(4, 5, device=device, requires_grad=True)
+    y = F.linear(x, w)
+    y.relu_()
+    y.sum().backward()
+    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    torch.nn.functional.linear(x2, w2).relu_().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(w.grad, w2.grad)

@@ -293,6 +293,7 @@ void conv2d_backward_weight_cuda(const TensorView& grad_output, const TensorView
     }
     if (g.depthwise) {
       const int64_t blocks = grad_weight.numel();
+      if (blocks == 0) return;  // no output channels: a 0-block launch is an error
       PYNN_CHECK(blocks <= 2147483647LL, op, ": too many weights for one grid");
       depthwise_backward_weight_kernel<T><<<static_cast<unsigned>(blocks), cuda::kThreads, 0, s>>>(
           g, gy, x, gw);

@@ -24,16 +24,21 @@ __global__ void __launch_bounds__(256) gemm_kernel(int64_t M, int64_t N, int64_t
   const int tid = threadIdx.x;
   const int tr = tid / (BN / TN), tc = tid % (BN / TN);  // 16 x 16 threads
   const int64_t row0 = int64_t(blockIdx.y) * BM, col0 = int64_t(blockIdx.x) * BN;
+  // Neighbouring threads load neighbouring addresses: along k when A is row-major (a_cs == 1,
+  // e.g. a linear layer's input) and along m otherwise; along k when B is column-major (b_rs
+  // == 1, e.g. W^T of a linear layer or im2col columns read transposed) and along n otherwise.
+  // Either way the 1024 indices of a tile map one-to-one onto its 64 x 16 elements.
+  const bool a_k_fast = a_cs == 1, b_k_fast = b_rs == 1 && b_cs != 1;
   T acc[TM][TN] = {};
   for (int64_t k0 = 0; k0 < K; k0 += BK) {
     // Each thread loads 4 elements of the A tile (64 x 16) and 4 of the B tile (16 x 64).
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
       const int idx = tid + l * 256;
-      const int am = idx % BM, ak = idx / BM;
+      const int am = a_k_fast ? idx / BK : idx % BM, ak = a_k_fast ? idx % BK : idx / BM;
       const int64_t gm = row0 + am, gk = k0 + ak;
       As[ak][am] = (gm < M && gk < K) ? A[gm * a_rs + gk * a_cs] : T(0);
-      const int bn = idx % BN, bk = idx / BN;
+      const int bn = b_k_fast ? idx / BK : idx % BN, bk = b_k_fast ? idx % BK : idx / BN;
       const int64_t gn = col0 + bn, gk2 = k0 + bk;
       Bs[bk][bn] = (gn < N && gk2 < K) ? B[gk2 * b_rs + gn * b_cs] : T(0);
     }
@@ -73,13 +78,23 @@ void gemm_cuda(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, const T*
                int64_t a_rs, int64_t a_cs, const T* B, int64_t b_bs, int64_t b_rs, int64_t b_cs,
                T beta, T* C, int64_t c_bs, int64_t c_rs, cudaStream_t stream) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
-  PYNN_CHECK(batch <= 65535, "gemm_cuda: batch ", batch, " exceeds the grid's z limit 65535");
-  dim3 grid(static_cast<unsigned>((N + BN - 1) / BN), static_cast<unsigned>((M + BM - 1) / BM),
-            static_cast<unsigned>(batch));
-  PYNN_CHECK((M + BM - 1) / BM <= 65535, "gemm_cuda: M = ", M, " is too large");
-  gemm_kernel<T><<<grid, 256, 0, stream>>>(M, N, K, alpha, A, a_bs, a_rs, a_cs, B, b_bs, b_rs,
-                                           b_cs, beta, C, c_bs, c_rs);
-  cuda::check_launch("gemm_kernel");
+  // gridDim.y and gridDim.z stop at 65535, so a batch of more matrices or a C of more than
+  // 65535 row tiles (4M rows: a linear layer over a long flattened sequence, an RNN's
+  // all-steps projection) runs as several launches over slices of the batch and of the rows.
+  constexpr int64_t kMaxGridYZ = 65535, kRowsPerLaunch = kMaxGridYZ * BM;
+  const unsigned col_tiles = static_cast<unsigned>((N + BN - 1) / BN);
+  for (int64_t b0 = 0; b0 < batch; b0 += kMaxGridYZ) {
+    const int64_t nb = std::min(kMaxGridYZ, batch - b0);
+    for (int64_t m0 = 0; m0 < M; m0 += kRowsPerLaunch) {
+      const int64_t mc = std::min(kRowsPerLaunch, M - m0);
+      const dim3 grid(col_tiles, static_cast<unsigned>((mc + BM - 1) / BM),
+                      static_cast<unsigned>(nb));
+      gemm_kernel<T><<<grid, 256, 0, stream>>>(
+          mc, N, K, alpha, A + b0 * a_bs + m0 * a_rs, a_bs, a_rs, a_cs, B + b0 * b_bs, b_bs, b_rs,
+          b_cs, beta, C + b0 * c_bs + m0 * c_rs, c_bs, c_rs);
+      cuda::check_launch("gemm_kernel");
+    }
+  }
 }
 
 template void gemm_cuda<float>(int64_t, int64_t, int64_t, int64_t, float, const float*, int64_t,

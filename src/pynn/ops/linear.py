@@ -23,7 +23,11 @@ class LinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, bias):
         x = _rows(input)
-        out = torch.empty(x.shape[0], weight.shape[0], dtype=input.dtype, device=input.device)
+        # The result is allocated in its final shape and the kernel writes a 2-D view of it:
+        # returning a view instead would forbid in-place ops after the layer (ReLU(inplace=True)).
+        result = torch.empty(*input.shape[:-1], weight.shape[0], dtype=input.dtype,
+                             device=input.device)
+        out = result.view(x.shape[0], weight.shape[0])
         B.launch("linear_forward", x, B.view(x), B.view(weight),
                  None if bias is None else B.view(bias), B.view(out))
         # Keep only what the requested gradients read: grad_input needs weight, grad_weight
@@ -33,7 +37,7 @@ class LinearFunction(torch.autograd.Function):
         ctx.save_for_backward(input if needs_w else None, weight if needs_x else None)
         ctx.input_shape = input.shape
         ctx.has_bias = bias is not None
-        return out.view(*input.shape[:-1], weight.shape[0])
+        return result
 
     @staticmethod
     def backward(ctx, grad_output):

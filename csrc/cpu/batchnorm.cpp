@@ -1,0 +1,531 @@
+// Batch normalisation on the CPU. The (N, C, P) view is cut into tiles that fit in L2:
+//  - planar (P has stride 1, NCHW): a tile is a run of one (n, c) plane;
+//  - interleaved (C has stride 1 at best: channels last, (N, C)): a tile is a block of rows
+//    (n, p), each row holding all C channels.
+// A tile's moments come from two passes over it while it is in cache (mean, then squared
+// deviations, in double); tiles merge per channel in a fixed order (Chan et al.), so results do
+// not depend on the thread count. The hot loops are compiled for AVX-512, AVX2 and baseline.
+#include "ops/batchnorm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/parallel.h"
+#include "math/batchnorm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PYNN_BN_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYNN_BN_MULTIVERSION
+#endif
+
+namespace pynn {
+
+namespace {
+void check_channel_vector(const OptView& t, const TensorView& ref, int64_t C, const char* op,
+                          const char* arg, const char* ref_arg) {
+  if (!t) return;
+  check_defined(*t, op, arg);
+  PYNN_CHECK(t->dim == 1 && t->size(0) == C, op, ": ", arg, " must be 1-D with ", C,
+             " elements (one per channel), got shape ", t->shape_str());
+  check_same_dtype(ref, *t, op, ref_arg, arg);
+  check_same_device(ref, *t, op, ref_arg, arg);
+}
+
+void check_stats(const TensorView& t, const TensorView& ref, int64_t C, const char* op,
+                 const char* arg) {
+  check_defined(t, op, arg);
+  PYNN_CHECK(t.dim == 1 && t.size(0) == C, op, ": ", arg, " must be 1-D with ", C,
+             " elements, got shape ", t.shape_str());
+  PYNN_CHECK_TYPE(t.dtype == DType::Float64, op, ": ", arg, " must be float64, got ",
+                  dtype_name(t.dtype));
+  check_same_device(ref, t, op, "input", arg);
+}
+}  // namespace
+
+void batch_norm_check_forward(const TensorView& input, const OptView& weight, const OptView& bias,
+                              const OptView& running_mean, const OptView& running_var,
+                              const TensorView& output, const TensorView& save_mean,
+                              const TensorView& save_invstd, bool training, double eps) {
+  const char* op = "batch_norm";
+  check_dim(input, 3, op, "input");
+  check_defined(input, op, "input");
+  check_dim(output, 3, op, "output");
+  check_defined(output, op, "output");
+  check_same_shape(input, output, op, "input", "output");
+  check_same_dtype(input, output, op, "input", "output");
+  check_same_device(input, output, op, "input", "output");
+  const int64_t C = input.size(1);
+  check_channel_vector(weight, input, C, op, "weight", "input");
+  check_channel_vector(bias, input, C, op, "bias", "input");
+  check_channel_vector(running_mean, input, C, op, "running_mean", "input");
+  check_channel_vector(running_var, input, C, op, "running_var", "input");
+  PYNN_CHECK(running_mean.has_value() == running_var.has_value(), op,
+             ": running_mean and running_var must either both be None or neither be None");
+  PYNN_CHECK(training || running_mean.has_value(), op,
+             ": running_mean and running_var must be given in eval mode (training=False)");
+  check_stats(save_mean, input, C, op, "save_mean");
+  check_stats(save_invstd, input, C, op, "save_invstd");
+  const int64_t M = input.size(0) * input.size(2);
+  PYNN_CHECK(!training || M != 1, op,
+             ": expected more than 1 value per channel when training, got input of shape ",
+             input.shape_str(), " (N, C, spatial)");
+  PYNN_CHECK(training ? eps > 0.0 : eps >= 0.0, op, ": eps must be ",
+             training ? "positive during training" : "non-negative", ", got ", eps);
+}
+
+void batch_norm_check_backward(const TensorView& grad_output, const TensorView& input,
+                               const OptView& weight, const TensorView& save_mean,
+                               const TensorView& save_invstd, const OptView& grad_input,
+                               const OptView& grad_weight, const OptView& grad_bias) {
+  const char* op = "batch_norm_backward";
+  check_dim(input, 3, op, "input");
+  check_defined(input, op, "input");
+  check_dim(grad_output, 3, op, "grad_output");
+  check_defined(grad_output, op, "grad_output");
+  check_same_shape(input, grad_output, op, "input", "grad_output");
+  check_same_dtype(input, grad_output, op, "input", "grad_output");
+  check_same_device(input, grad_output, op, "input", "grad_output");
+  const int64_t C = input.size(1);
+  if (grad_input) {
+    check_dim(*grad_input, 3, op, "grad_input");
+    check_defined(*grad_input, op, "grad_input");
+    check_same_shape(input, *grad_input, op, "input", "grad_input");
+    check_same_dtype(input, *grad_input, op, "input", "grad_input");
+    check_same_device(input, *grad_input, op, "input", "grad_input");
+  }
+  check_channel_vector(weight, input, C, op, "weight", "input");
+  check_channel_vector(grad_weight, input, C, op, "grad_weight", "input");
+  check_channel_vector(grad_bias, input, C, op, "grad_bias", "input");
+  check_stats(save_mean, input, C, op, "save_mean");
+  check_stats(save_invstd, input, C, op, "save_invstd");
+}
+
+namespace bn_detail {  // named: target_clones needs linkable symbols for its resolvers
+
+constexpr int64_t kTile = 16384;  // elements per tile (64 KiB of float32)
+// Fewer elements than this per thread cost more in waking a worker than they save (small
+// batches, (N, C) inputs), so the loops below hand out at least this much work per chunk.
+constexpr int64_t kMinPerThread = 65536;
+
+inline int64_t grain_for(int64_t elems_per_item) {
+  return std::max<int64_t>(1, kMinPerThread / std::max<int64_t>(elems_per_item, 1));
+}
+constexpr int kLanes = 16;        // independent accumulators, so the sums vectorise
+
+// Moments of n contiguous values: mean, then squared deviations from it.
+template <class T>
+PYNN_BN_MULTIVERSION BnMoments run_moments(const T* __restrict x, int64_t n) {
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(x[i + j]);
+  double s = 0.0;
+  for (; i < n; ++i) s += static_cast<double>(x[i]);
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  const double mean = s / static_cast<double>(n);
+  double sq[kLanes] = {};
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      const double d = static_cast<double>(x[i + j]) - mean;
+      sq[j] += d * d;
+    }
+  double m2 = 0.0;
+  for (; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - mean;
+    m2 += d * d;
+  }
+  for (int j = 0; j < kLanes; ++j) m2 += sq[j];
+  return {static_cast<double>(n), mean, m2};
+}
+
+// sum dy and sum dy * (x - mean) over n contiguous values.
+template <class T>
+PYNN_BN_MULTIVERSION void run_grad_sums(const T* __restrict dy, const T* __restrict x, int64_t n,
+                                        double mean, double& sum_dy, double& sum_dy_xmu) {
+  double a[kLanes] = {}, b[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      const double g = static_cast<double>(dy[i + j]);
+      a[j] += g;
+      b[j] += g * (static_cast<double>(x[i + j]) - mean);
+    }
+  double sa = 0.0, sb = 0.0;
+  for (; i < n; ++i) {
+    const double g = static_cast<double>(dy[i]);
+    sa += g;
+    sb += g * (static_cast<double>(x[i]) - mean);
+  }
+  for (int j = 0; j < kLanes; ++j) {
+    sa += a[j];
+    sb += b[j];
+  }
+  sum_dy += sa;
+  sum_dy_xmu += sb;
+}
+
+template <class T>
+PYNN_BN_MULTIVERSION void run_forward(const T* __restrict x, T* __restrict y, int64_t n,
+                                      BnForwardCoeffs<T> k) {
+  for (int64_t i = 0; i < n; ++i) y[i] = bn_forward(x[i], k);
+}
+
+template <class T>
+PYNN_BN_MULTIVERSION void run_backward(const T* __restrict dy, const T* __restrict x,
+                                       T* __restrict dx, int64_t n, BnBackwardCoeffs<T> k) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = bn_backward_input(dy[i], x[i], k);
+}
+
+// Interleaved rows: per-channel accumulators over the rows of a tile. kUnit: C has stride 1.
+template <class T, bool kUnit>
+PYNN_BN_MULTIVERSION void row_sum(const T* __restrict x, int64_t sc, int64_t C,
+                                  double* __restrict acc) {
+  for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(x[kUnit ? c : c * sc]);
+}
+
+template <class T, bool kUnit>
+PYNN_BN_MULTIVERSION void row_sq_dev(const T* __restrict x, int64_t sc, int64_t C,
+                                     const double* __restrict mean, double* __restrict acc) {
+  for (int64_t c = 0; c < C; ++c) {
+    const double d = static_cast<double>(x[kUnit ? c : c * sc]) - mean[c];
+    acc[c] += d * d;
+  }
+}
+
+template <class T, bool kUnit>
+PYNN_BN_MULTIVERSION void row_grad_sums(const T* __restrict dy, int64_t sdc,
+                                        const T* __restrict x, int64_t sxc, int64_t C,
+                                        const double* __restrict mean, double* __restrict a,
+                                        double* __restrict b) {
+  for (int64_t c = 0; c < C; ++c) {
+    const double g = static_cast<double>(dy[kUnit ? c : c * sdc]);
+    a[c] += g;
+    b[c] += g * (static_cast<double>(x[kUnit ? c : c * sxc]) - mean[c]);
+  }
+}
+
+// Per-channel coefficients in structure-of-arrays form so a row vectorises over channels.
+template <class T>
+struct ChannelArrays {
+  std::vector<T> hi, lo, a, b, c;
+  explicit ChannelArrays(int64_t C) : hi(C), lo(C), a(C), b(C), c(C) {}
+};
+
+template <class T, bool kUnit>
+PYNN_BN_MULTIVERSION void row_forward(const T* __restrict x, int64_t sxc, T* __restrict y,
+                                      int64_t syc, int64_t C, const T* __restrict hi,
+                                      const T* __restrict lo, const T* __restrict scale,
+                                      const T* __restrict shift) {
+  for (int64_t c = 0; c < C; ++c)
+    y[kUnit ? c : c * syc] = ((x[kUnit ? c : c * sxc] - hi[c]) - lo[c]) * scale[c] + shift[c];
+}
+
+template <class T, bool kUnit>
+PYNN_BN_MULTIVERSION void row_backward(const T* __restrict dy, int64_t sdc, const T* __restrict x,
+                                       int64_t sxc, T* __restrict dx, int64_t sgc, int64_t C,
+                                       const T* __restrict hi, const T* __restrict lo,
+                                       const T* __restrict k_dy, const T* __restrict k_xmu,
+                                       const T* __restrict k_0) {
+  for (int64_t c = 0; c < C; ++c) {
+    const T xmu = (x[kUnit ? c : c * sxc] - hi[c]) - lo[c];
+    dx[kUnit ? c : c * sgc] = dy[kUnit ? c : c * sdc] * k_dy[c] + (xmu * k_xmu[c] + k_0[c]);
+  }
+}
+
+struct Layout {
+  int64_t N, C, P;
+  bool planar;  // P has stride 1 in every big tensor
+  bool unit;    // otherwise: C has stride 1 in every big tensor
+};
+
+inline Layout layout_of(std::initializer_list<const TensorView*> ts) {
+  const TensorView& x = **ts.begin();
+  Layout l{x.size(0), x.size(1), x.size(2), x.size(2) > 1, true};
+  for (const TensorView* t : ts) {
+    l.planar = l.planar && t->stride(2) == 1;
+    l.unit = l.unit && (t->stride(1) == 1 || l.C == 1);
+  }
+  return l;
+}
+
+// Rows of the interleaved walk, R per tile.
+inline int64_t rows_per_tile(int64_t C) {
+  return std::max<int64_t>(1, kTile / std::max<int64_t>(C, 1));
+}
+
+// Per-channel moments of x into `out` (C of them).
+template <class T>
+void channel_moments(const TensorView& input, const Layout& l, std::vector<BnMoments>& out) {
+  const T* x = input.ptr<T>();
+  const int64_t sn = input.stride(0), sc = input.stride(1), sp = input.stride(2);
+  const int64_t N = l.N, C = l.C, P = l.P;
+  out.assign(C, BnMoments{});
+  if (l.planar) {
+    // tiles[c * N + n]: the (n, c) plane, itself merged from runs of kTile.
+    std::vector<BnMoments> tiles(size_t(N * C));
+    parallel_for(0, N * C, grain_for(P), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t c = i / N, n = i % N;
+        const T* plane = x + n * sn + c * sc;
+        BnMoments m{};
+        for (int64_t p0 = 0; p0 < P; p0 += kTile)
+          m = bn_merge(m, run_moments(plane + p0, std::min(kTile, P - p0)));
+        tiles[size_t(i)] = m;
+      }
+    });
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t n = 0; n < N; ++n)
+        out[size_t(c)] = bn_merge(out[size_t(c)], tiles[size_t(c * N + n)]);
+    return;
+  }
+  const int64_t rows = N * P, R = rows_per_tile(C), ntiles = (rows + R - 1) / R;
+  std::vector<double> ws(size_t(ntiles * C * 2));  // per tile: C means, then C M2s
+  parallel_for(0, ntiles, grain_for(R * C), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t r0 = t * R, r1 = std::min(rows, r0 + R);
+      double* mean = ws.data() + t * C * 2;
+      double* m2 = mean + C;
+      std::fill(mean, mean + 2 * C, 0.0);
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* row = x + (r / P) * sn + (r % P) * sp;
+        if (l.unit) row_sum<T, true>(row, sc, C, mean);
+        else row_sum<T, false>(row, sc, C, mean);
+      }
+      const double inv = 1.0 / static_cast<double>(r1 - r0);
+      for (int64_t c = 0; c < C; ++c) mean[c] *= inv;
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* row = x + (r / P) * sn + (r % P) * sp;
+        if (l.unit) row_sq_dev<T, true>(row, sc, C, mean, m2);
+        else row_sq_dev<T, false>(row, sc, C, mean, m2);
+      }
+    }
+  });
+  for (int64_t t = 0; t < ntiles; ++t) {
+    const double cnt = static_cast<double>(std::min(rows, (t + 1) * R) - t * R);
+    const double* mean = ws.data() + t * C * 2;
+    for (int64_t c = 0; c < C; ++c)
+      out[size_t(c)] = bn_merge(out[size_t(c)], BnMoments{cnt, mean[c], mean[C + c]});
+  }
+}
+
+// Per-channel sum dy and sum dy * (x - mean).
+template <class T>
+void channel_grad_sums(const TensorView& grad_output, const TensorView& input, const Layout& l,
+                       const double* mean, std::vector<double>& sum_dy,
+                       std::vector<double>& sum_dy_xmu) {
+  const T* dy = grad_output.ptr<T>();
+  const T* x = input.ptr<T>();
+  const int64_t N = l.N, C = l.C, P = l.P;
+  const int64_t gn = grad_output.stride(0), gc = grad_output.stride(1), gp = grad_output.stride(2);
+  const int64_t xn = input.stride(0), xc = input.stride(1), xp = input.stride(2);
+  sum_dy.assign(size_t(C), 0.0);
+  sum_dy_xmu.assign(size_t(C), 0.0);
+  if (l.planar) {
+    std::vector<double> tiles(size_t(N * C * 2));
+    parallel_for(0, N * C, grain_for(P), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t c = i / N, n = i % N;
+        double a = 0.0, s = 0.0;
+        run_grad_sums(dy + n * gn + c * gc, x + n * xn + c * xc, P, mean[c], a, s);
+        tiles[size_t(2 * i)] = a;
+        tiles[size_t(2 * i + 1)] = s;
+      }
+    });
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t n = 0; n < N; ++n) {
+        sum_dy[size_t(c)] += tiles[size_t(2 * (c * N + n))];
+        sum_dy_xmu[size_t(c)] += tiles[size_t(2 * (c * N + n) + 1)];
+      }
+    return;
+  }
+  const int64_t rows = N * P, R = rows_per_tile(C), ntiles = (rows + R - 1) / R;
+  std::vector<double> ws(size_t(ntiles * C * 2), 0.0);
+  parallel_for(0, ntiles, grain_for(R * C), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      double* a = ws.data() + t * C * 2;
+      double* s = a + C;
+      for (int64_t r = t * R; r < std::min(rows, (t + 1) * R); ++r) {
+        const int64_t n = r / P, p = r % P;
+        const T* dr = dy + n * gn + p * gp;
+        const T* xr = x + n * xn + p * xp;
+        if (l.unit) row_grad_sums<T, true>(dr, gc, xr, xc, C, mean, a, s);
+        else row_grad_sums<T, false>(dr, gc, xr, xc, C, mean, a, s);
+      }
+    }
+  });
+  for (int64_t t = 0; t < ntiles; ++t)
+    for (int64_t c = 0; c < C; ++c) {
+      sum_dy[size_t(c)] += ws[size_t(t * C * 2 + c)];
+      sum_dy_xmu[size_t(c)] += ws[size_t(t * C * 2 + C + c)];
+    }
+}
+
+}  // namespace bn_detail
+
+void batch_norm_forward_cpu(const TensorView& input, const OptView& weight, const OptView& bias,
+                            const OptView& running_mean, const OptView& running_var,
+                            const TensorView& output, const TensorView& save_mean,
+                            const TensorView& save_invstd, const TensorView& workspace,
+                            bool training, double momentum, double eps) {
+  using namespace bn_detail;
+  const char* op = "batch_norm";
+  batch_norm_check_forward(input, weight, bias, running_mean, running_var, output, save_mean,
+                           save_invstd, training, eps);
+  check_device(input, Device::CPU, op, "input");
+  const Layout l = layout_of({&input, &output});
+  const int64_t C = l.C;
+  double* smean = save_mean.ptr<double>();
+  double* sinv = save_invstd.ptr<double>();
+  dispatch_floating(input.dtype, op, "input", [&](auto tag) {
+    using T = decltype(tag);
+    T* rm = running_mean ? running_mean->ptr<T>() : nullptr;
+    T* rv = running_var ? running_var->ptr<T>() : nullptr;
+    const T* w = weight ? weight->ptr<T>() : nullptr;
+    const T* b = bias ? bias->ptr<T>() : nullptr;
+    if (training) {
+      std::vector<BnMoments> mom;
+      channel_moments<T>(input, l, mom);
+      for (int64_t c = 0; c < C; ++c) {
+        const BnStats s = bn_train_stats(mom[size_t(c)], eps);
+        smean[c] = s.mean;
+        sinv[c] = s.invstd;
+        bn_update_running<T>(rm ? rm + c * running_mean->stride(0) : nullptr,
+                             rv ? rv + c * running_var->stride(0) : nullptr, mom[size_t(c)],
+                             momentum);
+      }
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        const BnStats s = bn_eval_stats(static_cast<double>(rm[c * running_mean->stride(0)]),
+                                        static_cast<double>(rv[c * running_var->stride(0)]), eps);
+        smean[c] = s.mean;
+        sinv[c] = s.invstd;
+      }
+    }
+    if (input.numel() == 0) return;
+    std::vector<BnForwardCoeffs<T>> k(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c)
+      k[size_t(c)] = bn_forward_coeffs<T>(BnStats{smean[c], sinv[c]},
+                                          w ? w + c * weight->stride(0) : nullptr,
+                                          b ? b + c * bias->stride(0) : nullptr);
+    const T* x = input.ptr<T>();
+    T* y = output.ptr<T>();
+    const int64_t N = l.N, P = l.P;
+    const int64_t xn = input.stride(0), xc = input.stride(1), xp = input.stride(2);
+    const int64_t yn = output.stride(0), yc = output.stride(1), yp = output.stride(2);
+    if (l.planar) {
+      parallel_for(0, N * C, grain_for(P), [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0; i < b1; ++i) {
+          const int64_t n = i / C, c = i % C;
+          run_forward(x + n * xn + c * xc, y + n * yn + c * yc, P, k[size_t(c)]);
+        }
+      });
+      return;
+    }
+    ChannelArrays<T> a(C);
+    for (int64_t c = 0; c < C; ++c) {
+      a.hi[size_t(c)] = k[size_t(c)].center.hi;
+      a.lo[size_t(c)] = k[size_t(c)].center.lo;
+      a.a[size_t(c)] = k[size_t(c)].scale;
+      a.b[size_t(c)] = k[size_t(c)].shift;
+    }
+    parallel_for(0, N * P, grain_for(C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / P, p = r % P;
+        if (l.unit)
+          row_forward<T, true>(x + n * xn + p * xp, xc, y + n * yn + p * yp, yc, C, a.hi.data(),
+                               a.lo.data(), a.a.data(), a.b.data());
+        else
+          row_forward<T, false>(x + n * xn + p * xp, xc, y + n * yn + p * yp, yc, C, a.hi.data(),
+                                a.lo.data(), a.a.data(), a.b.data());
+      }
+    });
+  });
+}
+
+void batch_norm_backward_cpu(const TensorView& grad_output, const TensorView& input,
+                             const OptView& weight, const TensorView& save_mean,
+                             const TensorView& save_invstd, const OptView& grad_input,
+                             const OptView& grad_weight, const OptView& grad_bias,
+                             const TensorView& workspace, bool training) {
+  using namespace bn_detail;
+  const char* op = "batch_norm_backward";
+  batch_norm_check_backward(grad_output, input, weight, save_mean, save_invstd, grad_input,
+                            grad_weight, grad_bias);
+  check_device(input, Device::CPU, op, "input");
+  const Layout l = grad_input ? layout_of({&input, &grad_output, &*grad_input})
+                              : layout_of({&input, &grad_output});
+  const int64_t C = l.C;
+  const double* smean = save_mean.ptr<double>();
+  const double* sinv = save_invstd.ptr<double>();
+  const double count = static_cast<double>(l.N * l.P);
+  dispatch_floating(input.dtype, op, "input", [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = weight ? weight->ptr<T>() : nullptr;
+    const bool need_sums = grad_weight || grad_bias || (grad_input && training);
+    std::vector<double> sum_dy, sum_dy_xmu;
+    if (need_sums) {
+      channel_grad_sums<T>(grad_output, input, l, smean, sum_dy, sum_dy_xmu);
+      for (int64_t c = 0; c < C; ++c) {
+        if (grad_weight)
+          grad_weight->ptr<T>()[c * grad_weight->stride(0)] =
+              static_cast<T>(sum_dy_xmu[size_t(c)] * sinv[c]);
+        if (grad_bias)
+          grad_bias->ptr<T>()[c * grad_bias->stride(0)] = static_cast<T>(sum_dy[size_t(c)]);
+      }
+    }
+    if (!grad_input || input.numel() == 0) return;
+    std::vector<BnBackwardCoeffs<T>> k(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c)
+      k[size_t(c)] = bn_backward_coeffs<T>(
+          BnStats{smean[c], sinv[c]}, w ? w + c * weight->stride(0) : nullptr,
+          need_sums ? sum_dy[size_t(c)] : 0.0, need_sums ? sum_dy_xmu[size_t(c)] : 0.0, count,
+          training);
+    const T* dy = grad_output.ptr<T>();
+    const T* x = input.ptr<T>();
+    T* dx = grad_input->ptr<T>();
+    const int64_t N = l.N, P = l.P;
+    const int64_t gn = grad_output.stride(0), gc = grad_output.stride(1),
+                  gp = grad_output.stride(2);
+    const int64_t xn = input.stride(0), xc = input.stride(1), xp = input.stride(2);
+    const int64_t dn = grad_input->stride(0), dc = grad_input->stride(1),
+                  dp = grad_input->stride(2);
+    if (l.planar) {
+      parallel_for(0, N * C, grain_for(P), [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0; i < b1; ++i) {
+          const int64_t n = i / C, c = i % C;
+          run_backward(dy + n * gn + c * gc, x + n * xn + c * xc, dx + n * dn + c * dc, P,
+                       k[size_t(c)]);
+        }
+      });
+      return;
+    }
+    ChannelArrays<T> a(C);
+    for (int64_t c = 0; c < C; ++c) {
+      a.hi[size_t(c)] = k[size_t(c)].center.hi;
+      a.lo[size_t(c)] = k[size_t(c)].center.lo;
+      a.a[size_t(c)] = k[size_t(c)].k_dy;
+      a.b[size_t(c)] = k[size_t(c)].k_xmu;
+      a.c[size_t(c)] = k[size_t(c)].k_0;
+    }
+    parallel_for(0, N * P, grain_for(C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / P, p = r % P;
+        if (l.unit)
+          row_backward<T, true>(dy + n * gn + p * gp, gc, x + n * xn + p * xp, xc,
+                                dx + n * dn + p * dp, dc, C, a.hi.data(), a.lo.data(),
+                                a.a.data(), a.b.data(), a.c.data());
+        else
+          row_backward<T, false>(dy + n * gn + p * gp, gc, x + n * xn + p * xp, xc,
+                                 dx + n * dn + p * dp, dc, C, a.hi.data(), a.lo.data(),
+                                 a.a.data(), a.b.data(), a.c.data());
+      }
+    });
+  });
+}
+
+}  // namespace pynn
