@@ -99,7 +99,7 @@ def test_config_file_and_flag_override(tmp_path):
     assert ckpt["epoch"] == 3                         # the flag won
     assert ckpt["x_norm"]["method"] == "minmax"       # the file's value
     assert ckpt["model_args"] == {"hidden": [16]}
-    assert ckpt["state_dict"]["net.0.weight"].shape[0] == 16 if "net.0.weight" in ckpt["state_dict"] else True
+    assert ckpt["state_dict"]["layers.0.weight"].shape[0] == 16   # the [model_args] table
 
 
 def test_resume_continues_the_history(tmp_path):
