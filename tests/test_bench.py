@@ -370,9 +370,11 @@ def test_gpu_check_dry_run_reports_and_fails_on_test_failure(tmp_path):
     tests.mkdir()
     (tests / "test_probe.py").write_text("def test_ok():\n    pass\n\n"
                                          "def test_broken():\n    assert 1 == 2\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"),
-               GPU_CHECK_PYTEST_ARGS=f"{tests} -p no:cacheprovider", GPU_CHECK_XDIST="0",
+    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_PYTEST_ARGS=f"{tests} -p no:cacheprovider", GPU_CHECK_XDIST="0",
                GPU_CHECK_BENCH_ARGS="--only relu/32x64x56x56/forward " + " ".join(TINY))
+    # the in-place build when there is one (development), else the installed package (CI)
+    if list((ROOT / "src" / "pynn").glob("_C*.so")):
+        env["PYTHONPATH"] = str(ROOT / "src")
     proc = subprocess.run(["bash", str(ROOT / "tools/gpu_check.sh"), "--dry-run", "--skip-build",
                            "--report-dir", str(tmp_path / "rep")],
                           env=env, capture_output=True, text=True, timeout=300)

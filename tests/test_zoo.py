@@ -213,3 +213,23 @@ def test_lenet5_learns_handwritten_digits():
     with torch.no_grad():
         acc = (model(xv).argmax(1) == yv).float().mean().item()
     assert acc >= 0.95, f"validation accuracy {acc:.3f}"
+
+
+@pytest.mark.parametrize("cls,args,shape", [
+    (torch.nn.LSTM, (3, 5, 2), (4, 2, 3)), (torch.nn.RNN, (3, 5), (4, 2, 3)),
+    (torch.nn.LSTMCell, (3, 5), (2, 3)), (torch.nn.RNNCell, (3, 5), (2, 3)),
+    (torch.nn.MaxPool2d, (3, 2), (1, 2, 9, 9)), (torch.nn.BatchNorm2d, (2,), (3, 2, 4, 4)),
+    (torch.nn.LocalResponseNorm, (3,), (1, 4, 5, 5)), (torch.nn.Dropout, (0.0,), (4, 3)),
+])
+def test_convert_and_revert_single_layers(cls, args, shape):
+    torch.manual_seed(0)
+    layer = cls(*args)
+    x = torch.randn(shape)
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+    expected = first(layer(x)).detach()
+    assert len(pynn.convert(layer).converted) == 1
+    assert type(layer).__module__.startswith("pynn.nn")
+    torch.testing.assert_close(first(layer(x)), expected, rtol=1e-5, atol=1e-6)
+    pynn.revert(layer)
+    assert type(layer) is cls
+    torch.testing.assert_close(first(layer(x)), expected, rtol=1e-5, atol=1e-6)

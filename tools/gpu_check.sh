@@ -41,7 +41,11 @@ BUDGET=${GPU_CHECK_BUDGET:-345}
 remaining() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 MAX_JOBS=${MAX_JOBS:-$(nproc)}
-export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+# The source tree is imported when this script builds it in place (or a build is already there);
+# --skip-build without an in-place build tests the installed pynn instead.
+if [[ $SKIP_BUILD == 0 ]] || compgen -G "$ROOT/src/pynn/_C*.so" >/dev/null; then
+  export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
 export PYTHONUNBUFFERED=1
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT

@@ -48,6 +48,9 @@ def _swap(model: torch.nn.Module, mapping: dict, report: ConvertReport, directio
                 report.unsupported.append((name, cls.__name__, "no pynn twin"))
             continue
         module.__class__ = target
+        # torch's recurrent layers cache weak references to their weights; rebuild them.
+        if direction == "revert" and hasattr(module, "_init_flat_weights"):
+            module._init_flat_weights()
         check = getattr(module, "_pynn_check_convertible", None)
         if direction == "convert" and check is not None:
             try:
