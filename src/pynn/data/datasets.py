@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,10 @@ def info(name: str) -> DatasetInfo:
         raise KeyError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}") from None
 
 
-def load(name: str) -> pd.DataFrame:
-    """The dataset as a DataFrame (digits: columns pixel_0..pixel_63 and label)."""
+def load(name: str):
+    """The dataset as a pandas DataFrame (digits: columns pixel_0..pixel_63 and label)."""
+    import pandas as pd  # imported here so that `import pynn` needs no pandas
+
     meta = info(name)
     with resources.as_file(_path(meta)) as p:
         if meta.file.endswith(".gz"):
