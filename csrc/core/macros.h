@@ -5,3 +5,18 @@
 #else
 #define PYNN_HOST_DEVICE inline
 #endif
+
+// CPU hot loops: compile a non-template entry point for AVX-512, AVX2+FMA and baseline x86-64 and
+// let the loader pick by CPU (target_clones); the templates it calls are forced inline into it so
+// that they are vectorised for each of those ISAs.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
+#define PYNN_CPU_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYNN_CPU_MULTIVERSION
+#endif
+#if defined(__GNUC__)
+#define PYNN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PYNN_ALWAYS_INLINE inline
+#endif
