@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "core/macros.h"
 
@@ -27,6 +28,7 @@ struct ExpConst<float> {
   static constexpr float ln2_lo = -2.12194440e-4f;
   static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to integer
   static constexpr float min_arg = -87.0f;  // 2^n stays a normal number
+  static constexpr float max_arg = 88.0f;   // 2^n stays finite
   static constexpr int mantissa = 23, exp_bias = 127, degree = 8;
 };
 template <>
@@ -37,6 +39,7 @@ struct ExpConst<double> {
   static constexpr double ln2_lo = 1.90821492927058770002e-10;
   static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
   static constexpr double min_arg = -708.0;
+  static constexpr double max_arg = 709.0;
   static constexpr int mantissa = 52, exp_bias = 1023, degree = 14;
 };
 
@@ -63,7 +66,7 @@ PYNN_HOST_DEVICE T horner_inv_factorial(T r) {
   else return horner_inv_factorial<K + 1, N>(r) * r + T(inv_factorial(K));
 }
 
-// For min_arg <= x <= 0: x = n ln2 + r, scale = 2^n, poly = expm1(r). Then
+// For min_arg <= x <= max_arg: x = n ln2 + r, scale = 2^n, poly = expm1(r). Then
 // exp(x) = scale * poly + scale and expm1(x) = scale * poly + (scale - 1), both free of
 // cancellation (n = 0 gives expm1 = poly exactly).
 template <class T>
@@ -79,6 +82,21 @@ PYNN_HOST_DEVICE void exp_split(T x, T& scale, T& poly) {
   // either can keep the compiler from vectorising the caller).
   const T acc = horner_inv_factorial<1, K::degree>(r);
   poly = acc * r;
+}
+
+// exp over the whole range: 0 below min_arg (the result would be subnormal), inf above max_arg,
+// NaN kept. Used by the softmax-shaped CPU rows, so that one polynomial serves every op.
+template <class T>
+PYNN_HOST_DEVICE T exp(T x) {
+  using K = ExpConst<T>;
+  T xc = x >= K::min_arg ? x : K::min_arg;  // NaN fails both tests: restored below
+  xc = xc <= K::max_arg ? xc : K::max_arg;
+  T scale, poly;
+  exp_split(xc, scale, poly);
+  const T y = scale * poly + scale;
+  const T big = x > K::max_arg ? std::numeric_limits<T>::infinity() : y;
+  const T small = x >= K::min_arg ? big : T(0);
+  return x != x ? x : small;
 }
 
 // NaN propagates as NaN; +-inf saturate to 1 / 0.
