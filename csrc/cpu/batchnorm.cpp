@@ -6,6 +6,7 @@
 // deviations, in double); tiles merge per channel in a fixed order (Chan et al.), so results do
 // not depend on the thread count. The hot loops are compiled for AVX-512, AVX2 and baseline.
 #include "ops/batchnorm.h"
+#include "core/macros.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,12 +16,6 @@
 #include "core/parallel.h"
 #include "math/batchnorm.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PYNN_BN_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PYNN_BN_MULTIVERSION
-#endif
 
 namespace pynn {
 
@@ -118,7 +113,7 @@ constexpr int kLanes = 16;        // independent accumulators, so the sums vecto
 
 // Moments of n contiguous values: mean, then squared deviations from it.
 template <class T>
-PYNN_BN_MULTIVERSION BnMoments run_moments(const T* __restrict x, int64_t n) {
+PYNN_CPU_MULTIVERSION BnMoments run_moments(const T* __restrict x, int64_t n) {
   double acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -145,7 +140,7 @@ PYNN_BN_MULTIVERSION BnMoments run_moments(const T* __restrict x, int64_t n) {
 
 // sum dy and sum dy * (x - mean) over n contiguous values.
 template <class T>
-PYNN_BN_MULTIVERSION void run_grad_sums(const T* __restrict dy, const T* __restrict x, int64_t n,
+PYNN_CPU_MULTIVERSION void run_grad_sums(const T* __restrict dy, const T* __restrict x, int64_t n,
                                         double mean, double& sum_dy, double& sum_dy_xmu) {
   double a[kLanes] = {}, b[kLanes] = {};
   int64_t i = 0;
@@ -170,26 +165,26 @@ PYNN_BN_MULTIVERSION void run_grad_sums(const T* __restrict dy, const T* __restr
 }
 
 template <class T>
-PYNN_BN_MULTIVERSION void run_forward(const T* __restrict x, T* __restrict y, int64_t n,
+PYNN_CPU_MULTIVERSION void run_forward(const T* __restrict x, T* __restrict y, int64_t n,
                                       BnForwardCoeffs<T> k) {
   for (int64_t i = 0; i < n; ++i) y[i] = bn_forward(x[i], k);
 }
 
 template <class T>
-PYNN_BN_MULTIVERSION void run_backward(const T* __restrict dy, const T* __restrict x,
+PYNN_CPU_MULTIVERSION void run_backward(const T* __restrict dy, const T* __restrict x,
                                        T* __restrict dx, int64_t n, BnBackwardCoeffs<T> k) {
   for (int64_t i = 0; i < n; ++i) dx[i] = bn_backward_input(dy[i], x[i], k);
 }
 
 // Interleaved rows: per-channel accumulators over the rows of a tile. kUnit: C has stride 1.
 template <class T, bool kUnit>
-PYNN_BN_MULTIVERSION void row_sum(const T* __restrict x, int64_t sc, int64_t C,
+PYNN_CPU_MULTIVERSION void row_sum(const T* __restrict x, int64_t sc, int64_t C,
                                   double* __restrict acc) {
   for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(x[kUnit ? c : c * sc]);
 }
 
 template <class T, bool kUnit>
-PYNN_BN_MULTIVERSION void row_sq_dev(const T* __restrict x, int64_t sc, int64_t C,
+PYNN_CPU_MULTIVERSION void row_sq_dev(const T* __restrict x, int64_t sc, int64_t C,
                                      const double* __restrict mean, double* __restrict acc) {
   for (int64_t c = 0; c < C; ++c) {
     const double d = static_cast<double>(x[kUnit ? c : c * sc]) - mean[c];
@@ -198,7 +193,7 @@ PYNN_BN_MULTIVERSION void row_sq_dev(const T* __restrict x, int64_t sc, int64_t 
 }
 
 template <class T, bool kUnit>
-PYNN_BN_MULTIVERSION void row_grad_sums(const T* __restrict dy, int64_t sdc,
+PYNN_CPU_MULTIVERSION void row_grad_sums(const T* __restrict dy, int64_t sdc,
                                         const T* __restrict x, int64_t sxc, int64_t C,
                                         const double* __restrict mean, double* __restrict a,
                                         double* __restrict b) {
@@ -217,7 +212,7 @@ struct ChannelArrays {
 };
 
 template <class T, bool kUnit>
-PYNN_BN_MULTIVERSION void row_forward(const T* __restrict x, int64_t sxc, T* __restrict y,
+PYNN_CPU_MULTIVERSION void row_forward(const T* __restrict x, int64_t sxc, T* __restrict y,
                                       int64_t syc, int64_t C, const T* __restrict hi,
                                       const T* __restrict lo, const T* __restrict scale,
                                       const T* __restrict shift) {
@@ -226,7 +221,7 @@ PYNN_BN_MULTIVERSION void row_forward(const T* __restrict x, int64_t sxc, T* __r
 }
 
 template <class T, bool kUnit>
-PYNN_BN_MULTIVERSION void row_backward(const T* __restrict dy, int64_t sdc, const T* __restrict x,
+PYNN_CPU_MULTIVERSION void row_backward(const T* __restrict dy, int64_t sdc, const T* __restrict x,
                                        int64_t sxc, T* __restrict dx, int64_t sgc, int64_t C,
                                        const T* __restrict hi, const T* __restrict lo,
                                        const T* __restrict k_dy, const T* __restrict k_xmu,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "core/macros.h"
 #include "core/parallel.h"
 #include "cpu/gemm.h"
 #include "math/conv.h"
@@ -123,12 +124,6 @@ void col2im_tile_add(const Conv2dGeom& g, const T* col, int64_t p0, int64_t p1, 
 
 // The row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time,
 // as the GEMM's micro-kernel is: the package itself is built for baseline x86-64.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYNN_CONV_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PYNN_CONV_MULTIVERSION
-#endif
 
 // y[j] += a * x[j * sx] for j < n.
 template <class T>
@@ -163,25 +158,25 @@ inline T row_dot_impl(int64_t n, const T* __restrict a, const T* __restrict b, i
   return sum;
 }
 
-PYNN_CONV_MULTIVERSION void row_axpy(int64_t n, float a, const float* x, int64_t sx, float* y) {
+PYNN_CPU_MULTIVERSION void row_axpy(int64_t n, float a, const float* x, int64_t sx, float* y) {
   row_axpy_impl(n, a, x, sx, y);
 }
-PYNN_CONV_MULTIVERSION void row_axpy(int64_t n, double a, const double* x, int64_t sx,
+PYNN_CPU_MULTIVERSION void row_axpy(int64_t n, double a, const double* x, int64_t sx,
                                      double* y) {
   row_axpy_impl(n, a, x, sx, y);
 }
-PYNN_CONV_MULTIVERSION void row_axpy_scatter(int64_t n, float a, const float* x, float* y,
+PYNN_CPU_MULTIVERSION void row_axpy_scatter(int64_t n, float a, const float* x, float* y,
                                              int64_t sy) {
   row_axpy_scatter_impl(n, a, x, y, sy);
 }
-PYNN_CONV_MULTIVERSION void row_axpy_scatter(int64_t n, double a, const double* x, double* y,
+PYNN_CPU_MULTIVERSION void row_axpy_scatter(int64_t n, double a, const double* x, double* y,
                                              int64_t sy) {
   row_axpy_scatter_impl(n, a, x, y, sy);
 }
-PYNN_CONV_MULTIVERSION float row_dot(int64_t n, const float* a, const float* b, int64_t sb) {
+PYNN_CPU_MULTIVERSION float row_dot(int64_t n, const float* a, const float* b, int64_t sb) {
   return row_dot_impl(n, a, b, sb);
 }
-PYNN_CONV_MULTIVERSION double row_dot(int64_t n, const double* a, const double* b, int64_t sb) {
+PYNN_CPU_MULTIVERSION double row_dot(int64_t n, const double* a, const double* b, int64_t sb) {
   return row_dot_impl(n, a, b, sb);
 }
 

@@ -1,4 +1,5 @@
 #include "ops/dropout.h"
+#include "core/macros.h"
 
 #include <algorithm>
 
@@ -12,12 +13,6 @@ namespace {
 constexpr int64_t kGrainBlocks = 4096;  // Philox blocks (4 elements each) per parallel chunk
 
 // Same runtime CPU-feature dispatch as the GEMM micro-kernel (csrc/cpu/gemm.cpp).
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYNN_DROPOUT_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PYNN_DROPOUT_MULTIVERSION
-#endif
 
 // Blocks [b0, b1) that lie wholly inside the tensor. Without the per-element bounds test of
 // dropout_apply_block the loop vectorises across blocks (Philox's 32x32->64 products map onto
@@ -33,13 +28,13 @@ inline void apply_full_blocks(int64_t b0, int64_t b1, const T* x, T* y, uint64_t
   }
 }
 
-PYNN_DROPOUT_MULTIVERSION
+PYNN_CPU_MULTIVERSION
 void full_blocks(int64_t b0, int64_t b1, const float* x, float* y, uint64_t seed, uint64_t offset,
                  uint64_t threshold, float scale) {
   apply_full_blocks(b0, b1, x, y, seed, offset, threshold, scale);
 }
 
-PYNN_DROPOUT_MULTIVERSION
+PYNN_CPU_MULTIVERSION
 void full_blocks(int64_t b0, int64_t b1, const double* x, double* y, uint64_t seed,
                  uint64_t offset, uint64_t threshold, double scale) {
   apply_full_blocks(b0, b1, x, y, seed, offset, threshold, scale);

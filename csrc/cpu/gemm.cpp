@@ -21,6 +21,7 @@
 // best kernel the CPU supports at run time. PYNN_GEMM_KERNEL=avx512|avx2|generic forces one
 // (tests use it to cover every path on one machine); unknown values raise.
 #include "cpu/gemm.h"
+#include "core/macros.h"
 
 #include <algorithm>
 #include <atomic>
@@ -43,11 +44,6 @@
 #define PYNN_GEMM_X86 0
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define PYNN_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define PYNN_ALWAYS_INLINE inline
-#endif
 
 namespace pynn {
 namespace {

@@ -6,6 +6,7 @@
 //  - per pixel (P == 1): one pixel at a time.
 // The hot loops are compiled for AVX-512, AVX2 and baseline x86-64 (target_clones).
 #include "ops/lrn.h"
+#include "core/macros.h"
 
 #include <algorithm>
 #include <type_traits>
@@ -15,16 +16,9 @@
 #include "core/parallel.h"
 #include "math/lrn.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PYNN_LRN_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PYNN_LRN_MULTIVERSION
-#endif
 
 // The row helpers are always inlined into the multiversioned block functions so that their
 // loops get compiled for each clone's instruction set.
-#define PYNN_LRN_ROW __attribute__((always_inline)) inline
 
 namespace pynn {
 
@@ -91,7 +85,7 @@ inline bool all_finite(const double* sum, const double* comp, int64_t B) {
 // One channel of a planar forward block. Every pointer is a restrict parameter: GCC gives up
 // on run-time alias checks beyond ten pointer pairs and would leave this loop scalar.
 template <class T, LrnPow K, bool kWriteScale, bool kCounted>
-PYNN_LRN_ROW void forward_row(const T* __restrict in, const T* __restrict out,
+PYNN_ALWAYS_INLINE void forward_row(const T* __restrict in, const T* __restrict out,
                               const T* __restrict xr, T* __restrict yr, T* __restrict sr,
                               double* __restrict sum, double* __restrict comp,
                               double* __restrict nn, double* __restrict np, int64_t B,
@@ -128,7 +122,7 @@ PYNN_LRN_ROW void forward_row(const T* __restrict in, const T* __restrict out,
 // the sum non-finite for good (inf - inf is NaN), so a finite sum at the end proves no
 // window held one; otherwise it returns false and the caller reruns the block counted.
 template <class T, LrnPow K, bool kWriteScale, bool kCounted>
-PYNN_LRN_MULTIVERSION bool forward_planar(const T* x, int64_t xc, T* y, int64_t yc, T* s,
+PYNN_CPU_MULTIVERSION bool forward_planar(const T* x, int64_t xc, T* y, int64_t yc, T* s,
                                           int64_t sc, int64_t C, int64_t B, int64_t before,
                                           int64_t after, double coef, double k, T beta,
                                           double* ws) {
@@ -159,7 +153,7 @@ PYNN_LRN_MULTIVERSION bool forward_planar(const T* x, int64_t xc, T* y, int64_t 
 }
 
 template <bool kComp>
-PYNN_LRN_ROW void backward_prime(const double* __restrict tr, double* st, int64_t B) {
+PYNN_ALWAYS_INLINE void backward_prime(const double* __restrict tr, double* st, int64_t B) {
   double* __restrict sum = st;
   double* __restrict comp = st + B;
   double* __restrict nn = st + 2 * B;
@@ -172,7 +166,7 @@ PYNN_LRN_ROW void backward_prime(const double* __restrict tr, double* st, int64_
 // One channel of a planar backward block (restrict parameters: see forward_row).
 // st holds the window state rows: sum, comp, #nan, #+inf, #-inf.
 template <class T, bool kCounted>
-PYNN_LRN_ROW void backward_row(const double* __restrict in, const double* __restrict out,
+PYNN_ALWAYS_INLINE void backward_row(const double* __restrict in, const double* __restrict out,
                                const T* __restrict gr, const T* __restrict xr,
                                const T* __restrict pr, T* __restrict gir, double* st, int64_t B,
                                double coef2) {
@@ -205,7 +199,7 @@ PYNN_LRN_ROW void backward_row(const double* __restrict in, const double* __rest
 
 // t_c and p_c = scale_c^-beta of one channel row.
 template <class T, LrnPow K>
-PYNN_LRN_ROW void backward_terms_row(const T* __restrict gr, const T* __restrict xr,
+PYNN_ALWAYS_INLINE void backward_terms_row(const T* __restrict gr, const T* __restrict xr,
                                      const T* __restrict sr, double* __restrict tr,
                                      T* __restrict pr, int64_t B, T beta) {
   for (int64_t i = 0; i < B; ++i) {
@@ -219,7 +213,7 @@ PYNN_LRN_ROW void backward_terms_row(const T* __restrict gr, const T* __restrict
 // The window over the t rows of a planar backward block, writing the grad rows; the fast walk
 // (kCounted = false) reports a non-finite t as forward_planar does.
 template <class T, bool kCounted>
-PYNN_LRN_ROW bool backward_slide(const double* t, const T* p, const T* g, int64_t gc,
+PYNN_ALWAYS_INLINE bool backward_slide(const double* t, const T* p, const T* g, int64_t gc,
                                  const T* x, int64_t xc, T* gi, int64_t gic, int64_t C,
                                  int64_t B, int64_t before, int64_t after, double coef2,
                                  double* st) {
@@ -249,7 +243,7 @@ inline int64_t backward_ws(int64_t C, int64_t B) {
 // Planar backward for one block: every channel's t row and p row, then one fused pass per
 // channel that slides the window over the t rows and writes the grad row.
 template <class T, LrnPow K>
-PYNN_LRN_MULTIVERSION void backward_planar(const T* g, int64_t gc, const T* x, int64_t xc,
+PYNN_CPU_MULTIVERSION void backward_planar(const T* g, int64_t gc, const T* x, int64_t xc,
                                            const T* s, int64_t sc, T* gi, int64_t gic, int64_t C,
                                            int64_t B, int64_t before, int64_t after, double coef2,
                                            T beta, double* ws) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "core/macros.h"
 #include "core/parallel.h"
 #include "math/pool.h"
 #include "ops/pool.h"
@@ -27,12 +28,6 @@ namespace {
 // Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
 // (target_clones). Their bodies are templates forced inline into the stamped entry points so
 // that every clone gets its own vector code.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PYNN_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PYNN_MULTIVERSION
-#endif
-#define PYNN_ALWAYS_INLINE inline __attribute__((always_inline))
 
 constexpr int64_t kGrain = 16384;  // elements of work per task, at least
 
@@ -291,12 +286,12 @@ PYNN_ALWAYS_INLINE void max_nhwc_rows(const T* x, T* y, I* ind, const PoolGeomet
 }
 
 #define PYNN_STAMP_MAX(T, I, K)                                                                \
-  PYNN_MULTIVERSION void max_nchw_mv(const T* x, T* y, I* ind, std::bool_constant<K>,          \
+  PYNN_CPU_MULTIVERSION void max_nchw_mv(const T* x, T* y, I* ind, std::bool_constant<K>,          \
                                      const PoolGeometry& g, const MaxPoolParams& p,            \
                                      const MaxColumns& cols, int64_t b, int64_t e) {           \
     max_nchw_planes<T, I, K>(x, y, ind, g, p, cols, b, e);                                     \
   }                                                                                            \
-  PYNN_MULTIVERSION void max_nhwc_mv(const T* x, T* y, I* ind, std::bool_constant<K>,          \
+  PYNN_CPU_MULTIVERSION void max_nhwc_mv(const T* x, T* y, I* ind, std::bool_constant<K>,          \
                                      const PoolGeometry& g, const MaxPoolParams& p,            \
                                      const MaxColumns& cols, int64_t b, int64_t e) {           \
     max_nhwc_rows<T, I, K>(x, y, ind, g, p, cols, b, e);                                       \
@@ -403,7 +398,7 @@ PYNN_ALWAYS_INLINE void max_backward_nhwc_pixels(const T* go, const I* ind, T* g
 }
 
 #define PYNN_STAMP_MAX_BACKWARD(T, I)                                                          \
-  PYNN_MULTIVERSION void max_backward_nhwc_mv(const T* go, const I* ind, T* gi,                \
+  PYNN_CPU_MULTIVERSION void max_backward_nhwc_mv(const T* go, const I* ind, T* gi,                \
                                               const PoolGeometry& g, const MaxPoolParams& p,   \
                                               int64_t b, int64_t e) {                          \
     max_backward_nhwc_pixels<T, I>(go, ind, gi, g, p, b, e);                                   \
@@ -626,22 +621,22 @@ PYNN_ALWAYS_INLINE void avg_backward_nhwc_pixels(const T* go, T* gi, const PoolG
 }
 
 #define PYNN_STAMP_AVG(T)                                                                      \
-  PYNN_MULTIVERSION void avg_nchw_mv(const T* x, T* y, const PoolGeometry& g,                  \
+  PYNN_CPU_MULTIVERSION void avg_nchw_mv(const T* x, T* y, const PoolGeometry& g,                  \
                                      const AvgPoolParams& p, const AvgTables& t, int64_t b,    \
                                      int64_t e) {                                              \
     avg_nchw_planes<T>(x, y, g, p, t, b, e);                                                   \
   }                                                                                            \
-  PYNN_MULTIVERSION void avg_nhwc_mv(const T* x, T* y, const PoolGeometry& g,                  \
+  PYNN_CPU_MULTIVERSION void avg_nhwc_mv(const T* x, T* y, const PoolGeometry& g,                  \
                                      const AvgPoolParams& p, const AvgTables& t, int64_t b,    \
                                      int64_t e) {                                              \
     avg_nhwc_pixels<T>(x, y, g, p, t, b, e);                                                   \
   }                                                                                            \
-  PYNN_MULTIVERSION void avg_backward_nchw_mv(const T* go, T* gi, const PoolGeometry& g,       \
+  PYNN_CPU_MULTIVERSION void avg_backward_nchw_mv(const T* go, T* gi, const PoolGeometry& g,       \
                                               const AvgPoolParams& p, const AvgTables& t,      \
                                               const T* divisor, int64_t b, int64_t e) {        \
     avg_backward_nchw_planes<T>(go, gi, g, p, t, divisor, b, e);                               \
   }                                                                                            \
-  PYNN_MULTIVERSION void avg_backward_nhwc_mv(const T* go, T* gi, const PoolGeometry& g,       \
+  PYNN_CPU_MULTIVERSION void avg_backward_nhwc_mv(const T* go, T* gi, const PoolGeometry& g,       \
                                               const AvgPoolParams& p, const AvgTables& t,      \
                                               const T* divisor, int64_t b, int64_t e) {        \
     avg_backward_nhwc_pixels<T>(go, gi, g, p, t, divisor, b, e);                               \

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "core/macros.h"
 #include "core/parallel.h"
 #include "cpu/gemm.h"
 #include "math/rnn.h"
@@ -209,14 +210,6 @@ namespace {
 
 // Like gemm.cpp: the row loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at
 // load time, so the branch-free gate math of math/rnn.h runs as 16 / 8 / 4 lanes.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYNN_RNN_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define PYNN_RNN_INLINE inline __attribute__((always_inline))
-#else
-#define PYNN_RNN_MULTIVERSION
-#define PYNN_RNN_INLINE inline
-#endif
 
 // Each unit j of a row is independent: telling the compiler so spares it the run-time overlap
 // checks between the many row pointers, past whose limit it would not vectorise at all.
@@ -237,7 +230,7 @@ int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, 4096 / std::max<in
 // One batch row of the LSTM step: g holds the row's 4H pre-activations and receives the
 // activated gates. bi / bh are both null without bias.
 template <class T>
-PYNN_RNN_INLINE void lstm_row_forward_impl(int64_t H, T* __restrict g, const T* __restrict bi,
+PYNN_ALWAYS_INLINE void lstm_row_forward_impl(int64_t H, T* __restrict g, const T* __restrict bi,
                                   const T* __restrict bh, const T* __restrict cp,
                                   T* __restrict c, T* __restrict h) {
   T* __restrict gi = g;
@@ -260,7 +253,7 @@ PYNN_RNN_INLINE void lstm_row_forward_impl(int64_t H, T* __restrict g, const T* 
 
 // dh = da + db, either of which may be absent (null); dc is carried in place.
 template <bool HasA, bool HasB, class T>
-PYNN_RNN_INLINE void lstm_row_backward_impl(int64_t H, const T* __restrict da, const T* __restrict db,
+PYNN_ALWAYS_INLINE void lstm_row_backward_impl(int64_t H, const T* __restrict da, const T* __restrict db,
                                    T* __restrict dc, const T* __restrict g,
                                    const T* __restrict cp, const T* __restrict c,
                                    T* __restrict dg) {
@@ -280,7 +273,7 @@ PYNN_RNN_INLINE void lstm_row_backward_impl(int64_t H, const T* __restrict da, c
 }
 
 template <class T>
-PYNN_RNN_INLINE void lstm_row_backward_any(int64_t H, const T* da, const T* db, T* dc, const T* g,
+PYNN_ALWAYS_INLINE void lstm_row_backward_any(int64_t H, const T* da, const T* db, T* dc, const T* g,
                                   const T* cp, const T* c, T* dg) {
   if (da && db) lstm_row_backward_impl<true, true>(H, da, db, dc, g, cp, c, dg);
   else if (da) lstm_row_backward_impl<true, false>(H, da, db, dc, g, cp, c, dg);
@@ -289,7 +282,7 @@ PYNN_RNN_INLINE void lstm_row_backward_any(int64_t H, const T* da, const T* db, 
 }
 
 template <ActKind K, class T>
-PYNN_RNN_INLINE void rnn_row_forward_impl(int64_t H, T* __restrict y, const T* __restrict bi,
+PYNN_ALWAYS_INLINE void rnn_row_forward_impl(int64_t H, T* __restrict y, const T* __restrict bi,
                                  const T* __restrict bh) {
   if (bi)
     for (int64_t j = 0; j < H; ++j) y[j] = rnn_pointwise_forward<K>(y[j] + bi[j] + bh[j]);
@@ -298,7 +291,7 @@ PYNN_RNN_INLINE void rnn_row_forward_impl(int64_t H, T* __restrict y, const T* _
 }
 
 template <ActKind K, class T>
-PYNN_RNN_INLINE void rnn_row_backward_impl(int64_t H, const T* __restrict dy, const T* __restrict dh,
+PYNN_ALWAYS_INLINE void rnn_row_backward_impl(int64_t H, const T* __restrict dy, const T* __restrict dh,
                                   const T* __restrict y, T* __restrict dp) {
   if (dy)
     for (int64_t j = 0; j < H; ++j) dp[j] = rnn_pointwise_backward<K>(dy[j] + dh[j], y[j]);
@@ -308,20 +301,20 @@ PYNN_RNN_INLINE void rnn_row_backward_impl(int64_t H, const T* __restrict dy, co
 
 // Non-template entry points, one per dtype, so that target_clones can version them.
 #define PYNN_RNN_ROWS(T)                                                                          \
-  PYNN_RNN_MULTIVERSION void lstm_row_forward(int64_t H, T* g, const T* bi, const T* bh,         \
+  PYNN_CPU_MULTIVERSION void lstm_row_forward(int64_t H, T* g, const T* bi, const T* bh,         \
                                               const T* cp, T* c, T* h) {                          \
     lstm_row_forward_impl<T>(H, g, bi, bh, cp, c, h);                                             \
   }                                                                                               \
-  PYNN_RNN_MULTIVERSION void lstm_row_backward(int64_t H, const T* da, const T* db, T* dc,       \
+  PYNN_CPU_MULTIVERSION void lstm_row_backward(int64_t H, const T* da, const T* db, T* dc,       \
                                                const T* g, const T* cp, const T* c, T* dg) {      \
     lstm_row_backward_any<T>(H, da, db, dc, g, cp, c, dg);                                        \
   }                                                                                               \
-  PYNN_RNN_MULTIVERSION void rnn_row_forward(int kind, int64_t H, T* y, const T* bi,             \
+  PYNN_CPU_MULTIVERSION void rnn_row_forward(int kind, int64_t H, T* y, const T* bi,             \
                                              const T* bh) {                                       \
     if (kind == static_cast<int>(ActKind::ReLU)) rnn_row_forward_impl<ActKind::ReLU, T>(H, y, bi, bh); \
     else rnn_row_forward_impl<ActKind::Tanh, T>(H, y, bi, bh);                                     \
   }                                                                                               \
-  PYNN_RNN_MULTIVERSION void rnn_row_backward(int kind, int64_t H, const T* dy, const T* dh,     \
+  PYNN_CPU_MULTIVERSION void rnn_row_backward(int kind, int64_t H, const T* dy, const T* dh,     \
                                               const T* y, T* dp) {                                \
     if (kind == static_cast<int>(ActKind::ReLU)) rnn_row_backward_impl<ActKind::ReLU, T>(H, dy, dh, y, dp); \
     else rnn_row_backward_impl<ActKind::Tanh, T>(H, dy, dh, y, dp);                                \

@@ -28,9 +28,4 @@ void softmax_tile_backward(const double* g, const double* y, double* gi, int64_t
 
 // flatten: everything the entry point calls is inlined into each clone and so compiled for its
 // instruction set; a helper left out of line would run the baseline code in every clone.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYNN_CPU_MULTIVERSION \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
-#else
-#define PYNN_CPU_MULTIVERSION
-#endif
+#define PYNN_SOFTMAX_ENTRY PYNN_CPU_MULTIVERSION __attribute__((flatten))
