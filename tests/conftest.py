@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import pynn
+from pynn.bench.machine import tf32
 
 CUDA = pynn.cuda_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA GPU"))]
@@ -28,6 +29,14 @@ def assert_close(actual, expected, dtype=None, scale=1.0, **kw):
     tol["atol"] *= scale
     tol.update(kw)
     torch.testing.assert_close(actual, expected, **tol)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ieee_float32_references():
+    """torch's cuDNN convolutions default to TF32 (about 1e-3 relative error), which would make
+    torch's float32 results on cuda a worse reference than our IEEE kernels; pin them to IEEE."""
+    with tf32(False):
+        yield
 
 
 @pytest.fixture(autouse=True)
