@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <numeric>
-#include <sstream>
 
 namespace pynn {
 
@@ -49,11 +48,9 @@ bool TensorView::is_non_overlapping_and_dense() const {
 }
 
 std::string TensorView::shape_str() const {
-  std::ostringstream os;
-  os << "[";
-  for (int d = 0; d < dim; ++d) os << (d ? ", " : "") << sizes[d];
-  os << "]";
-  return os.str();
+  std::string s = "[";
+  for (int d = 0; d < dim; ++d) s += (d ? ", " : "") + std::to_string(sizes[d]);
+  return s + "]";
 }
 
 void check_defined(const TensorView& t, const char* op, const char* arg) {
