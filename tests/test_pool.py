@@ -155,10 +155,19 @@ OPS = {
 }
 
 
+def _via_nchw(ref):
+    return lambda t: ref(t.contiguous()).contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("op", list(OPS))
 @pytest.mark.parametrize("layout", ["channels_last", "transposed", "strided", "batch1_cl"])
 def test_layouts(op, layout, device, dtype):
     ours, ref = OPS[op]
+    if device == "cuda" and op == "avg" and layout in ("channels_last", "batch1_cl"):
+        # torch's CUDA channels_last avg_pool2d backward ignored the padding until
+        # pytorch/pytorch#188344 was fixed (wrong gradients on torch 2.11); its NCHW kernel is
+        # the reference here, its output put back in torch's channels_last format.
+        ref = _via_nchw(ref)
     x = torch.randn(2, 5, 9, 40, dtype=dtype, device=device)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)

@@ -1,10 +1,17 @@
 """BatchNorm1d / BatchNorm2d with torch.nn's constructor, parameters, buffers, state_dict keys
 and train/eval behaviour, computing with pynn's batch_norm kernels."""
+import inspect
+
 import torch
 from torch.nn import init
 from torch.nn.parameter import Parameter
 
 from .. import functional as F
+
+# torch.nn's BatchNorm took a keyword-only `bias` (and shows it in its repr) only from torch 2.13
+# on. pynn accepts it with any torch, and prints it when the installed torch does, so that
+# repr(pynn layer) == repr(torch layer) on every supported torch.
+TORCH_BATCHNORM_HAS_BIAS = "bias" in inspect.signature(torch.nn.BatchNorm1d.__init__).parameters
 
 
 class _BatchNorm(torch.nn.Module):
@@ -58,9 +65,9 @@ class _BatchNorm(torch.nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
+        bias = f"bias={self.bias is not None}, " if TORCH_BATCHNORM_HAS_BIAS else ""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, {bias}track_running_stats={self.track_running_stats}")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

@@ -3,7 +3,7 @@ csrc/math/conv.h) behind an autograd Function and torch.nn.functional.conv2d's s
 
 The kernels take contiguous NCHW tensors; channels_last and other layouts are made contiguous
 here, and the output is returned in the memory format torch would give (channels_last when the
-input or the weight is channels_last).
+input or the weight is channels_last, float64 on cuda excepted).
 
 Workspaces are allocated here with torch and handed to the kernels:
 - CPU: [slots, C/groups*KH*KW*tile_cols], one row per thread working at once. tile_cols is
@@ -252,6 +252,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                          f"{W + pads[2] + pads[3]}) is smaller than the dilated kernel "
                          f"({dilation[0] * (KH - 1) + 1} x {dilation[1] * (KW - 1) + 1}); "
                          f"input shape {tuple(input.shape)}")
-    channels_last = not unbatched and (_is_channels_last(x) or _is_channels_last(weight))
+    # torch's rule: channels_last out when the input or the weight is channels_last, except for
+    # float64 on cuda, where torch (cuDNN has no NHWC double kernels) returns NCHW.
+    channels_last = (not unbatched and (_is_channels_last(x) or _is_channels_last(weight))
+                     and not (x.is_cuda and x.dtype == torch.float64))
     y = Conv2dFunction.apply(x, weight, bias, stride, pads, dilation, groups, channels_last)
     return y.squeeze(0) if unbatched else y
