@@ -49,7 +49,7 @@ class ActivationFunction(torch.autograd.Function):
 def _activation(input, kind: int, slope: float = 0.0, inplace: bool = False):
     op = _NAMES[kind]
     B.check_tensor(input, op, "input")
-    return ActivationFunction.apply(input, kind, slope, inplace)
+    return B.apply(ActivationFunction, input, kind, slope, inplace)
 
 
 def sigmoid(input):

@@ -132,5 +132,5 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if t is not None and training and t.requires_grad:
             raise RuntimeError(f"{_OP}: {name} is updated in place and must not require grad")
-    return BatchNormFunction.apply(input, weight, bias, running_mean, running_var,
+    return B.apply(BatchNormFunction, input, weight, bias, running_mean, running_var,
                                    bool(training), float(momentum), float(eps))

@@ -256,5 +256,5 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     # float64 on cuda, where torch (cuDNN has no NHWC double kernels) returns NCHW.
     channels_last = (not unbatched and (_is_channels_last(x) or _is_channels_last(weight))
                      and not (x.is_cuda and x.dtype == torch.float64))
-    y = Conv2dFunction.apply(x, weight, bias, stride, pads, dilation, groups, channels_last)
+    y = B.apply(Conv2dFunction, x, weight, bias, stride, pads, dilation, groups, channels_last)
     return y.squeeze(0) if unbatched else y

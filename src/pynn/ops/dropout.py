@@ -52,7 +52,8 @@ class DropoutFunction(torch.autograd.Function):
         ref = torch.empty_strided(shape, stride, dtype=grad_output.dtype,
                                   device=grad_output.device)
         g = B.like(grad_output, ref)
-        return DropoutFunction.apply(g, ctx.p, ctx.seed, ctx.offset, False), None, None, None, None
+        grad = B.apply(DropoutFunction, g, ctx.p, ctx.seed, ctx.offset, False)
+        return grad, None, None, None, None
 
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):
@@ -64,4 +65,4 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     if not training or p == 0.0 or input.numel() == 0:
         return input
     seed, offset = _draw_seed_offset()
-    return DropoutFunction.apply(input, float(p), seed, offset, bool(inplace))
+    return B.apply(DropoutFunction, input, float(p), seed, offset, bool(inplace))

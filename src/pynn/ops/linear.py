@@ -50,9 +50,10 @@ class LinearFunction(torch.autograd.Function):
             # create_graph=True (double backward, gradient penalties): build the gradients from
             # differentiable pieces, each still one of our kernels: g @ W = linear(g, W^T),
             # g^T @ x = linear(g^T, x^T), and the column sums.
-            gi = LinearFunction.apply(g, weight.t(), None).view(ctx.input_shape) if needs_x else None
-            gw = LinearFunction.apply(g.t(), x.t(), None) if needs_w else None
-            gb = BiasGradFunction.apply(g) if needs_b else None
+            gi = (B.apply(LinearFunction, g, weight.t(), None).view(ctx.input_shape)
+                  if needs_x else None)
+            gw = B.apply(LinearFunction, g.t(), x.t(), None) if needs_w else None
+            gb = B.apply(BiasGradFunction, g) if needs_b else None
             return gi, gw, gb
         # The usual case: one call computes every requested gradient, and nothing else.
         opts = dict(dtype=g.dtype, device=g.device)
@@ -105,4 +106,4 @@ def linear(input, weight, bias=None):
             f"{op}: bias has {bias.shape[0]} elements but weight {tuple(weight.shape)} has "
             f"out_features={out_features}"
         )
-    return LinearFunction.apply(input, weight, bias)
+    return B.apply(LinearFunction, input, weight, bias)

@@ -107,7 +107,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "me
         if weight.numel():
             repeat = x.numel() / weight.numel()
         weight = weight.expand(x.shape)
-    return MSELossFunction.apply(x, t, weight, red, repeat)
+    return B.apply(MSELossFunction, x, t, weight, red, repeat)
 
 
 # ---------------------------------------------------------------- cross_entropy
@@ -226,7 +226,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
         t = target.contiguous().reshape(n, k)
     if weight is not None:
         weight = weight.contiguous()
-    loss = CrossEntropyFunction.apply(x, t, weight, red, ignore_index, label_smoothing)
+    loss = B.apply(CrossEntropyFunction, x, t, weight, red, ignore_index, label_smoothing)
     return loss.reshape(out_shape) if red == 0 else loss
 
 

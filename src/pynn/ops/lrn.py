@@ -73,4 +73,5 @@ def local_response_norm(input, size: int, alpha: float = 1e-4, beta: float = 0.7
     for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise TypeError(f"{_OP}: {name} must be a number, got {type(v).__name__}")
-    return LocalResponseNormFunction.apply(input, int(size), float(alpha), float(beta), float(k))
+    return B.apply(LocalResponseNormFunction, input, int(size), float(alpha), float(beta),
+                   float(k))

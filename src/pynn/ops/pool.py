@@ -154,7 +154,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x, unbatched = _batched(input)
     args = (*k, *s, *p, *d)
     if _needs_grad(input):
-        res = MaxPool2dFunction.apply(x, args, out, bool(return_indices))
+        res = B.apply(MaxPool2dFunction, x, args, out, bool(return_indices))
     else:  # inference: no autograd node, no indices unless asked for
         y, ind, _ = _max_forward(x, args, out, bool(return_indices), False)
         res = (y, ind) if return_indices else y
@@ -207,7 +207,7 @@ class AvgPool2dFunction(torch.autograd.Function):
 def _avg(input, out_hw, args):
     x, unbatched = _batched(input)
     if _needs_grad(input):
-        y = AvgPool2dFunction.apply(x, out_hw, args)
+        y = B.apply(AvgPool2dFunction, x, out_hw, args)
     else:
         y, _ = _avg_forward(x, out_hw, args)
     return y.squeeze(0) if unbatched else y

@@ -132,7 +132,7 @@ def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     args = (_row_major(input), _row_major(hx), _row_major(cx), w_ih, w_hh, _row_major(b_ih),
             _row_major(b_hh))
     if _needs_graph(args):
-        return LSTMCellFunction.apply(*args)
+        return B.apply(LSTMCellFunction, *args)
     return LSTMCellFunction.forward(None, *args)
 
 
@@ -141,7 +141,7 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "t
     args = (_row_major(input), _row_major(hx), w_ih, w_hh, _row_major(b_ih), _row_major(b_hh),
             NONLINEARITIES[nonlinearity])
     if _needs_graph(args):
-        return RNNCellFunction.apply(*args)
+        return B.apply(RNNCellFunction, *args)
     return RNNCellFunction.forward(None, *args)
 
 
@@ -328,4 +328,4 @@ def recurrent(input, h0, c0, weights: Sequence[torch.Tensor], cfg: RecurrentConf
         input = input.contiguous()
     h0 = h0.contiguous()
     c0 = c0.contiguous() if c0 is not None else input.new_empty(0)
-    return RecurrentFunction.apply(input, h0, c0, cfg, *weights)
+    return B.apply(RecurrentFunction, input, h0, c0, cfg, *weights)

@@ -64,7 +64,7 @@ def _softmax(name, input, dim, stacklevel, dtype, log_space):
             f"{name}: dim {dim} is out of range for a {input.dim()}-D input "
             f"(expected to be in range of [{-rank}, {rank - 1}])"
         )
-    return SoftmaxFunction.apply(input, dim % rank, log_space)
+    return B.apply(SoftmaxFunction, input, dim % rank, log_space)
 
 
 def softmax(input, dim=None, _stacklevel: int = 3, dtype=None):
