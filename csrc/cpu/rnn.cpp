@@ -353,9 +353,19 @@ PYNN_RNN_ROWS(double)
 // barrier waits than it saves (measured on B4 x H64, about 0.2 MFLOP per step: 1 thread wins).
 constexpr double kMinStepFlopsPerThread = 2.5e5;
 
+// PYNN_RNN_THREADS=n overrides the estimate (still at most the pool's size): the tests use it to
+// split small layers unevenly over several threads.
 int recurrence_threads(double step_flops) {
   if (in_parallel_region()) return 1;
-  const double n = std::max(1.0, step_flops / kMinStepFlopsPerThread);
+  double n = std::max(1.0, step_flops / kMinStepFlopsPerThread);
+  if (const char* env = std::getenv("PYNN_RNN_THREADS"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (*end != '\0' || v < 1)
+      throw ValueError(detail::concat("rnn: PYNN_RNN_THREADS must be a positive integer, got '",
+                                      env, "'"));
+    n = static_cast<double>(v);
+  }
   return static_cast<int>(std::min<double>(get_num_threads(), n));
 }
 
