@@ -476,7 +476,9 @@ def test_cells_without_autograd_match(device):
 # slice of the hidden units (and of the projection's outputs). PYNN_RNN_THREADS forces the split
 # on these small layers: 3 threads over H = 131 own 32 / 64 / 35 units, over P = 5 own 1 / 2 / 2
 # outputs, and 4 threads over H = 3 leave one thread without units (it still meets the others at
-# every barrier). PYNN_RNN_LOOP=steps runs the step-by-step loop of csrc/ops/rnn_loop.h instead.
+# every barrier). Small layers compute their input projection inside the region, a step ahead;
+# the wide inputs (I = 1200, 3000) exceed a thread's cache budget for that and take one GEMM
+# over all steps first. PYNN_RNN_LOOP=steps runs the step-by-step loop of csrc/ops/rnn_loop.h.
 
 @pytest.fixture
 def cpu_threads():
@@ -486,22 +488,23 @@ def cpu_threads():
     torch.set_num_threads(old)
 
 
-FUSED_LSTM_GRID = [  # H, proj, bidirectional, batch, threads
-    (131, 0, False, 9, 3), (131, 0, True, 1, 2), (37, 5, False, 4, 3), (37, 5, True, 1, 2),
-    (3, 0, True, 2, 4), (64, 0, False, 32, 2), (20, 7, False, 3, 1),
+FUSED_LSTM_GRID = [  # I, H, proj, bidirectional, batch, threads
+    (6, 131, 0, False, 9, 3), (6, 131, 0, True, 1, 2), (6, 37, 5, False, 4, 3),
+    (6, 37, 5, True, 1, 2), (6, 3, 0, True, 2, 4), (6, 64, 0, False, 32, 2),
+    (6, 20, 7, False, 3, 1), (1200, 131, 0, False, 3, 2), (1200, 37, 5, True, 2, 3),
 ]
 
 
-@pytest.mark.parametrize("H,proj,bidir,batch,threads", FUSED_LSTM_GRID,
-                         ids=[f"H{h}-p{p}-{'bi' if b else 'uni'}-B{n}-t{t}"
-                              for h, p, b, n, t in FUSED_LSTM_GRID])
+@pytest.mark.parametrize("I,H,proj,bidir,batch,threads", FUSED_LSTM_GRID,
+                         ids=[f"I{i}-H{h}-p{p}-{'bi' if b else 'uni'}-B{n}-t{t}"
+                              for i, h, p, b, n, t in FUSED_LSTM_GRID])
 @pytest.mark.parametrize("loop", ["fused", "steps"])
-def test_cpu_lstm_loop_parity(H, proj, bidir, batch, threads, loop, dtype, cpu_threads,
+def test_cpu_lstm_loop_parity(I, H, proj, bidir, batch, threads, loop, dtype, cpu_threads,
                               monkeypatch):
     cpu_threads(threads)
     monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
     monkeypatch.setenv("PYNN_RNN_LOOP", loop)
-    T, I, layers = 5, 6, 2
+    T, layers = 5, 2
     D, P = (2 if bidir else 1), (proj or H)
     ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, layers, bidirectional=bidir,
                       proj_size=proj, dtype=dtype)
@@ -521,19 +524,20 @@ def test_cpu_lstm_loop_parity(H, proj, bidir, batch, threads, loop, dtype, cpu_t
                  scale=T)
 
 
-FUSED_RNN_GRID = [(131, True, 9, 3, "tanh"), (37, False, 1, 2, "relu"), (3, True, 2, 4, "tanh")]
+FUSED_RNN_GRID = [(6, 131, True, 9, 3, "tanh"), (6, 37, False, 1, 2, "relu"),
+                  (6, 3, True, 2, 4, "tanh"), (3000, 131, False, 2, 1, "tanh")]
 
 
-@pytest.mark.parametrize("H,bidir,batch,threads,nl", FUSED_RNN_GRID,
-                         ids=[f"H{h}-{'bi' if b else 'uni'}-B{n}-t{t}-{nl}"
-                              for h, b, n, t, nl in FUSED_RNN_GRID])
+@pytest.mark.parametrize("I,H,bidir,batch,threads,nl", FUSED_RNN_GRID,
+                         ids=[f"I{i}-H{h}-{'bi' if b else 'uni'}-B{n}-t{t}-{nl}"
+                              for i, h, b, n, t, nl in FUSED_RNN_GRID])
 @pytest.mark.parametrize("loop", ["fused", "steps"])
-def test_cpu_rnn_loop_parity(H, bidir, batch, threads, nl, loop, dtype, cpu_threads,
+def test_cpu_rnn_loop_parity(I, H, bidir, batch, threads, nl, loop, dtype, cpu_threads,
                              monkeypatch):
     cpu_threads(threads)
     monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
     monkeypatch.setenv("PYNN_RNN_LOOP", loop)
-    T, I, layers = 5, 6, 2
+    T, layers = 5, 2
     D = 2 if bidir else 1
     ref, ours = _pair(torch.nn.RNN, pynn.nn.RNN, I, H, layers, nonlinearity=nl,
                       bidirectional=bidir, dtype=dtype)

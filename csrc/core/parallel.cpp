@@ -166,13 +166,16 @@ void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
   if (!pool().run(nthreads, task)) f(0, 1);
 }
 
-void SpinBarrier::wait() {
+unsigned SpinBarrier::arrive() {
   const unsigned phase = phase_.load(std::memory_order_relaxed);
   if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
     count_.store(0, std::memory_order_relaxed);
     phase_.store(phase + 1, std::memory_order_release);
-    return;
   }
+  return phase;
+}
+
+void SpinBarrier::wait(unsigned phase) {
   for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
     if (spins < 4000) {
 #if defined(__x86_64__) || defined(_M_X64)

@@ -30,10 +30,14 @@ void parallel_region(int nthreads, const std::function<void(int, int)>& f);
 // A reusable barrier for the threads of one parallel_region. Waiters spin briefly (a time step
 // is a few microseconds, far less than a futex round trip) and then yield, so a thread that
 // the OS has descheduled on a busy machine is not starved by the spinning of the others.
+// arrive() and wait(phase) split the barrier so that a thread can do work that the others do
+// not need in between (the next step's input projection) instead of idling.
 class SpinBarrier {
  public:
   explicit SpinBarrier(int n) : n_(n) {}
-  void wait();
+  unsigned arrive();
+  void wait(unsigned phase);
+  void wait() { wait(arrive()); }
 
  private:
   const int n_;

@@ -16,7 +16,8 @@
 //       weights packed across steps (csrc/cpu/rnn.cpp), and these step-by-step versions when
 //       PYNN_RNN_LOOP=steps (the tests run both).
 //
-// Structure (why it is fast): the input projection of every step is one GEMM before the loop;
+// Structure (why it is fast): the input projection of every step is one GEMM before the loop
+// (on the CPU, for layers whose weights fit a core's cache, part of each step instead);
 // the loop does one recurrent GEMM and one fused pointwise pass per step; the backward keeps
 // only the recurrent GEMM inside the loop and forms grad_x and all weight gradients with GEMMs
 // over every step at once afterwards.
@@ -61,6 +62,43 @@ T* ptr_or_null(const TensorView& v) {
   return v.numel() == 0 ? nullptr : v.ptr<T>();
 }
 
+// Row stride of the steps * batch rows of `s` seen as one matrix (row t * batch + b), or -1 when
+// its strides do not allow that.
+template <class T>
+int64_t flat_row_stride(const Seq<T>& s, int64_t steps, int64_t batch) {
+  if (batch == 1) return s.ts;
+  if (steps == 1 || s.ts == batch * s.bs) return s.bs;
+  return -1;
+}
+
+// C[t] = X[t] @ W + beta * C[t] for every step: one GEMM over all steps when both sequences
+// flatten, else one per step. W is N-wide with strides (w_rs, w_cs).
+template <class T, class Be>
+void gemm_steps(Be& be, int64_t steps, int64_t batch, int64_t N, int64_t K, const Seq<T>& X,
+                const T* W, int64_t w_rs, int64_t w_cs, T beta, const Seq<T>& C) {
+  const int64_t xrs = flat_row_stride(X, steps, batch), crs = flat_row_stride(C, steps, batch);
+  if (xrs >= 0 && crs >= 0) {
+    be.gemm(steps * batch, N, K, X.p, xrs, 1, W, w_rs, w_cs, beta, C.p, crs);
+    return;
+  }
+  for (int64_t t = 0; t < steps; ++t)
+    be.gemm(batch, N, K, X.at(t).p, X.bs, 1, W, w_rs, w_cs, beta, C.at(t).p, C.bs);
+}
+
+// C[M, N] = sum over steps and batch of A[t, b, :]^T (x) X[t, b, :] + beta * C: a weight gradient
+// as one GEMM with K = steps * batch when both sequences flatten.
+template <class T, class Be>
+void gemm_sum_steps(Be& be, int64_t steps, int64_t batch, int64_t M, int64_t N, const Seq<T>& A,
+                    const Seq<T>& X, T beta, T* C, int64_t c_rs) {
+  const int64_t ars = flat_row_stride(A, steps, batch), xrs = flat_row_stride(X, steps, batch);
+  if (ars >= 0 && xrs >= 0) {
+    be.gemm(M, N, steps * batch, A.p, 1, ars, X.p, xrs, 1, beta, C, c_rs);
+    return;
+  }
+  for (int64_t t = 0; t < steps; ++t)
+    be.gemm(M, N, batch, A.at(t).p, 1, A.bs, X.at(t).p, X.bs, 1, t == 0 ? beta : T(1), C, c_rs);
+}
+
 // A weight matrix with arbitrary strides, as a GEMM operand.
 template <class T>
 struct Weight {
@@ -80,8 +118,10 @@ Weight<T> weight(const TensorView& v) {
 // over all steps (backward). Step s runs time index t = reverse ? steps - 1 - s : s.
 template <class T>
 struct LstmForwardSteps {
-  int64_t steps, batch, H, P;
-  Seq<T> G;             // [T, B, 4H]: the input projections in, the activated gates out
+  int64_t steps, batch, I, H, P;
+  Seq<T> X;             // [T, B, I] input
+  Weight<T> w_ih;       // [4H, I]
+  Seq<T> G;             // [T, B, 4H]: receives the activated gates
   Seq<T> C, HR, Y;      // cells, hr = o * tanh(c) (with a projection), output h
   const T* bi;          // biases, both null without
   const T* bh;
@@ -105,8 +145,10 @@ struct LstmBackwardSteps {
 
 template <class T>
 struct RnnForwardSteps {
-  int64_t steps, batch, H;
-  Seq<T> Y;             // the input projections in, the outputs out
+  int64_t steps, batch, I, H;
+  Seq<T> X;             // [T, B, I] input
+  Weight<T> w_ih;       // [H, I]
+  Seq<T> Y;             // the outputs (first the input projections, then the activations)
   const T* bi;
   const T* bh;
   Weight<T> w_hh;
@@ -128,6 +170,9 @@ struct RnnBackwardSteps {
 template <class T, class Be>
 void lstm_forward_steps(Be& be, const LstmForwardSteps<T>& a) {
   const bool proj = a.w_hr.p != nullptr;
+  // Input projection of every step at once; W_ih^T is W_ih read with swapped strides.
+  const Weight<T> wih = a.w_ih.t();
+  gemm_steps(be, a.steps, a.batch, 4 * a.H, a.I, a.X, wih.p, wih.rs, wih.cs, T(0), a.G);
   Mat<T> h_prev = a.h0, c_prev = a.c0;
   for (int64_t s = 0; s < a.steps; ++s) {
     const int64_t t = a.reverse ? a.steps - 1 - s : s;
@@ -170,6 +215,10 @@ void lstm_backward_steps(Be& be, const LstmBackwardSteps<T>& a) {
 
 template <class T, class Be>
 void rnn_forward_steps(Be& be, const RnnForwardSteps<T>& a) {
+  // The output doubles as the pre-activation buffer: each step adds its recurrent term to the
+  // input projection already there and applies the nonlinearity in place.
+  const Weight<T> wih = a.w_ih.t();
+  gemm_steps(be, a.steps, a.batch, a.H, a.I, a.X, wih.p, wih.rs, wih.cs, T(0), a.Y);
   Mat<T> h_prev = a.h0;
   const Weight<T> whh = a.w_hh.t();
   for (int64_t s = 0; s < a.steps; ++s) {
@@ -189,43 +238,6 @@ void rnn_backward_steps(Be& be, const RnnBackwardSteps<T>& a) {
     be.gemm(a.batch, a.H, a.H, a.dG.at(t).p, a.dG.bs, 1, a.w_hh.p, a.w_hh.rs, a.w_hh.cs, T(0),
             a.dh.p, a.dh.rs);
   }
-}
-
-// Row stride of the steps * batch rows of `s` seen as one matrix (row t * batch + b), or -1 when
-// its strides do not allow that.
-template <class T>
-int64_t flat_row_stride(const Seq<T>& s, int64_t steps, int64_t batch) {
-  if (batch == 1) return s.ts;
-  if (steps == 1 || s.ts == batch * s.bs) return s.bs;
-  return -1;
-}
-
-// C[t] = X[t] @ W + beta * C[t] for every step: one GEMM over all steps when both sequences
-// flatten, else one per step. W is N-wide with strides (w_rs, w_cs).
-template <class T, class Be>
-void gemm_steps(Be& be, int64_t steps, int64_t batch, int64_t N, int64_t K, const Seq<T>& X,
-                const T* W, int64_t w_rs, int64_t w_cs, T beta, const Seq<T>& C) {
-  const int64_t xrs = flat_row_stride(X, steps, batch), crs = flat_row_stride(C, steps, batch);
-  if (xrs >= 0 && crs >= 0) {
-    be.gemm(steps * batch, N, K, X.p, xrs, 1, W, w_rs, w_cs, beta, C.p, crs);
-    return;
-  }
-  for (int64_t t = 0; t < steps; ++t)
-    be.gemm(batch, N, K, X.at(t).p, X.bs, 1, W, w_rs, w_cs, beta, C.at(t).p, C.bs);
-}
-
-// C[M, N] = sum over steps and batch of A[t, b, :]^T (x) X[t, b, :] + beta * C: a weight gradient
-// as one GEMM with K = steps * batch when both sequences flatten.
-template <class T, class Be>
-void gemm_sum_steps(Be& be, int64_t steps, int64_t batch, int64_t M, int64_t N, const Seq<T>& A,
-                    const Seq<T>& X, T beta, T* C, int64_t c_rs) {
-  const int64_t ars = flat_row_stride(A, steps, batch), xrs = flat_row_stride(X, steps, batch);
-  if (ars >= 0 && xrs >= 0) {
-    be.gemm(M, N, steps * batch, A.p, 1, ars, X.p, xrs, 1, beta, C, c_rs);
-    return;
-  }
-  for (int64_t t = 0; t < steps; ++t)
-    be.gemm(M, N, batch, A.at(t).p, 1, A.bs, X.at(t).p, X.bs, 1, t == 0 ? beta : T(1), C, c_rs);
 }
 
 // The gradients every layer kind shares once dgates (gradient of the pre-activations, G wide)
@@ -266,15 +278,13 @@ void lstm_forward_loop(Be& be, const TensorView& x, const TensorView& h0, const 
                        const TensorView& hn, const TensorView& cn, const TensorView& gates,
                        const TensorView& cs, const TensorView& hr, bool reverse) {
   const int64_t steps = x.size(0), batch = x.size(1), I = x.size(2);
-  const int64_t H = cs.size(2), P = y.size(2), G = 4 * H;
+  const int64_t H = cs.size(2), P = y.size(2);
   const bool proj = w_hr.numel() > 0;
   const Seq<T> X = seq<T>(x), Y = seq<T>(y), Gt = seq<T>(gates), C = seq<T>(cs), HR = seq<T>(hr);
   const T* bi = ptr_or_null<T>(b_ih);
   const T* bh = ptr_or_null<T>(b_hh);
-  // Input projection of every step at once; W_ih^T is W_ih read with swapped strides.
-  gemm_steps(be, steps, batch, G, I, X, w_ih.ptr<T>(), w_ih.stride(1), w_ih.stride(0), T(0), Gt);
   be.lstm_forward_recurrence(LstmForwardSteps<T>{
-      steps, batch, H, P, Gt, C, HR, Y, bi, bh, weight<T>(w_hh), proj ? weight<T>(w_hr) : Weight<T>{},
+      steps, batch, I, H, P, X, weight<T>(w_ih), Gt, C, HR, Y, bi, bh, weight<T>(w_hh), proj ? weight<T>(w_hr) : Weight<T>{},
       mat<T>(h0), mat<T>(c0), reverse});
   const int64_t last = reverse ? 0 : steps - 1;
   const Mat<T> h_prev = Y.at(last), c_prev = C.at(last);
@@ -322,10 +332,7 @@ void rnn_forward_loop(Be& be, const TensorView& x, const TensorView& h0, const T
   const Seq<T> X = seq<T>(x), Y = seq<T>(y);
   const T* bi = ptr_or_null<T>(b_ih);
   const T* bh = ptr_or_null<T>(b_hh);
-  // The output doubles as the pre-activation buffer: each step adds its recurrent term to the
-  // input projection already there and applies the nonlinearity in place.
-  gemm_steps(be, steps, batch, H, I, X, w_ih.ptr<T>(), w_ih.stride(1), w_ih.stride(0), T(0), Y);
-  be.rnn_forward_recurrence(RnnForwardSteps<T>{steps, batch, H, Y, bi, bh, weight<T>(w_hh),
+  be.rnn_forward_recurrence(RnnForwardSteps<T>{steps, batch, I, H, X, weight<T>(w_ih), Y, bi, bh, weight<T>(w_hh),
                                                mat<T>(h0), kind, reverse});
   const Mat<T> h_prev = Y.at(reverse ? 0 : steps - 1);
   be.copy(batch, H, h_prev, mat<T>(hn));
