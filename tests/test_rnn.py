@@ -477,3 +477,121 @@ def test_cells_without_autograd_match(device):
         assert_close(a[1], b[1])
         assert not a[0].requires_grad and a[0].grad_fn is None
         assert_close(rours(x, h), rref(x, h))
+
+
+# ---- the CPU time loop: one parallel region vs the step-by-step loop the GPU runs ------------
+# csrc/cpu/rnn.cpp runs each recurrence as one parallel region in which every thread owns a
+# slice of the hidden units (and of the projection's outputs). PYNN_RNN_THREADS forces the split
+# on these small layers: 3 threads over H = 131 own 32 / 64 / 35 units, over P = 5 own 1 / 2 / 2
+# outputs, and 4 threads over H = 3 leave one thread without units (it still meets the others at
+# every barrier). Small layers compute their input projection inside the region, a step ahead;
+# the wide inputs (I = 1200, 3000) exceed a thread's cache budget for that and take one GEMM
+# over all steps first. PYNN_RNN_LOOP=steps runs the step-by-step loop of csrc/ops/rnn_loop.h.
+
+@pytest.fixture
+def cpu_threads():
+    """Sets torch's (and so pynn's) thread count for one test; restores it afterwards."""
+    old = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(old)
+
+
+FUSED_LSTM_GRID = [  # I, H, proj, bidirectional, batch, threads
+    (6, 131, 0, False, 9, 3), (6, 131, 0, True, 1, 2), (6, 37, 5, False, 4, 3),
+    (6, 37, 5, True, 1, 2), (6, 3, 0, True, 2, 4), (6, 64, 0, False, 32, 2),
+    (6, 20, 7, False, 3, 1), (1200, 131, 0, False, 3, 2), (1200, 37, 5, True, 2, 3),
+]
+
+
+@pytest.mark.parametrize("I,H,proj,bidir,batch,threads", FUSED_LSTM_GRID,
+                         ids=[f"I{i}-H{h}-p{p}-{'bi' if b else 'uni'}-B{n}-t{t}"
+                              for i, h, p, b, n, t in FUSED_LSTM_GRID])
+@pytest.mark.parametrize("loop", ["fused", "steps"])
+def test_cpu_lstm_loop_parity(I, H, proj, bidir, batch, threads, loop, dtype, cpu_threads,
+                              monkeypatch):
+    cpu_threads(threads)
+    monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
+    monkeypatch.setenv("PYNN_RNN_LOOP", loop)
+    T, layers = 5, 2
+    D, P = (2 if bidir else 1), (proj or H)
+    ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, layers, bidirectional=bidir,
+                      proj_size=proj, dtype=dtype)
+    x = torch.randn(T, batch, I, dtype=dtype)
+    h0 = torch.randn(layers * D, batch, P, dtype=dtype)
+    c0 = torch.randn(layers * D, batch, H, dtype=dtype)
+    xs, h0s, c0s = [_leaf(x), _leaf(x)], [_leaf(h0), _leaf(h0)], [_leaf(c0), _leaf(c0)]
+    out_r, (hn_r, cn_r) = ref(xs[0], (h0s[0], c0s[0]))
+    out_p, (hn_p, cn_p) = ours(xs[1], (h0s[1], c0s[1]))
+    assert_close(out_p, out_r)
+    assert_close(hn_p, hn_r)
+    assert_close(cn_p, cn_r)
+    g_out, g_h, g_c = torch.randn_like(out_r), torch.randn_like(hn_r), torch.randn_like(cn_r)
+    torch.autograd.backward([out_r, hn_r, cn_r], [g_out, g_h, g_c])
+    torch.autograd.backward([out_p, hn_p, cn_p], [g_out, g_h, g_c])
+    _check_grads(ref, ours, [xs[0], h0s[0], c0s[0]], [xs[1], h0s[1], c0s[1]], dtype,
+                 scale=T)
+
+
+FUSED_RNN_GRID = [(6, 131, True, 9, 3, "tanh"), (6, 37, False, 1, 2, "relu"),
+                  (6, 3, True, 2, 4, "tanh"), (3000, 131, False, 2, 1, "tanh")]
+
+
+@pytest.mark.parametrize("I,H,bidir,batch,threads,nl", FUSED_RNN_GRID,
+                         ids=[f"I{i}-H{h}-{'bi' if b else 'uni'}-B{n}-t{t}-{nl}"
+                              for i, h, b, n, t, nl in FUSED_RNN_GRID])
+@pytest.mark.parametrize("loop", ["fused", "steps"])
+def test_cpu_rnn_loop_parity(I, H, bidir, batch, threads, nl, loop, dtype, cpu_threads,
+                             monkeypatch):
+    cpu_threads(threads)
+    monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
+    monkeypatch.setenv("PYNN_RNN_LOOP", loop)
+    T, layers = 5, 2
+    D = 2 if bidir else 1
+    ref, ours = _pair(torch.nn.RNN, pynn.nn.RNN, I, H, layers, nonlinearity=nl,
+                      bidirectional=bidir, dtype=dtype)
+    x = torch.randn(T, batch, I, dtype=dtype)
+    h0 = torch.randn(layers * D, batch, H, dtype=dtype)
+    xs, h0s = [_leaf(x), _leaf(x)], [_leaf(h0), _leaf(h0)]
+    out_r, hn_r = ref(xs[0], h0s[0])
+    out_p, hn_p = ours(xs[1], h0s[1])
+    assert_close(out_p, out_r)
+    assert_close(hn_p, hn_r)
+    g_out, g_h = torch.randn_like(out_r), torch.randn_like(hn_r)
+    torch.autograd.backward([out_r, hn_r], [g_out, g_h])
+    torch.autograd.backward([out_p, hn_p], [g_out, g_h])
+    _check_grads(ref, ours, [xs[0], h0s[0]], [xs[1], h0s[1]], dtype, scale=T)
+
+
+def test_cpu_loop_thread_counts_agree(cpu_threads, monkeypatch):
+    """The split over threads changes only which thread computes what: 1, 2 and 3 threads give
+    the same bits, as does the step-by-step loop (each output element is the same sum in the
+    same order whichever thread owns it)."""
+    T, N, I, H, P = 6, 5, 7, 67, 9
+    m = pynn.nn.LSTM(I, H, 2, bidirectional=True, proj_size=P, dtype=torch.float64)
+    x = torch.randn(T, N, I, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(T, N, 2 * P, dtype=torch.float64)
+    results = []
+    for loop, threads in [("fused", 1), ("fused", 2), ("fused", 3), ("steps", 1)]:
+        cpu_threads(threads)
+        monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
+        monkeypatch.setenv("PYNN_RNN_LOOP", loop)
+        x.grad = None
+        m.zero_grad()
+        y, _ = m(x)
+        y.backward(g)
+        results.append([y.detach(), x.grad.clone()] + [p.grad.clone() for p in m.parameters()])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_cpu_loop_env_rejects_bad_values(monkeypatch):
+    m = pynn.nn.LSTM(3, 4)
+    x = torch.randn(2, 1, 3)
+    monkeypatch.setenv("PYNN_RNN_LOOP", "fast")
+    with pytest.raises(ValueError, match="PYNN_RNN_LOOP"):
+        m(x)
+    monkeypatch.setenv("PYNN_RNN_LOOP", "fused")
+    monkeypatch.setenv("PYNN_RNN_THREADS", "0")
+    with pytest.raises(ValueError, match="PYNN_RNN_THREADS"):
+        m(x)

@@ -5,6 +5,9 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 #include <vector>
 
 namespace pynn {
@@ -148,6 +151,40 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain,
     if (b < e) f(b, e);
   };
   if (!pool().run(static_cast<int>(chunks), task)) f(begin, end);
+}
+
+void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
+  nthreads = std::min(nthreads, get_num_threads());
+  if (nthreads <= 1 || t_in_parallel) {
+    f(0, 1);
+    return;
+  }
+  // Each pool thread (the caller included) claims one task at a time and only claims another
+  // once its task has returned, which a task does only after every other task has passed all
+  // its barriers: so nthreads <= pool size tasks always end up on nthreads distinct threads.
+  std::function<void(int)> task = [&](int i) { f(i, nthreads); };
+  if (!pool().run(nthreads, task)) f(0, 1);
+}
+
+unsigned SpinBarrier::arrive() {
+  const unsigned phase = phase_.load(std::memory_order_relaxed);
+  if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+    count_.store(0, std::memory_order_relaxed);
+    phase_.store(phase + 1, std::memory_order_release);
+  }
+  return phase;
+}
+
+void SpinBarrier::wait(unsigned phase) {
+  for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
+    if (spins < 4000) {
+#if defined(__x86_64__) || defined(_M_X64)
+      _mm_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 }  // namespace pynn

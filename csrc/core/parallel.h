@@ -2,6 +2,7 @@
 // One pool for every CPU kernel. Its size follows torch.get_num_threads() (set from Python) or
 // pynn.set_num_threads(). Idle workers block on a condition variable instead of spinning so that
 // they never take cycles from torch's own OpenMP threads between our calls.
+#include <atomic>
 #include <cstdint>
 #include <functional>
 
@@ -17,5 +18,31 @@ bool in_parallel_region();
 // rethrown in the caller once all chunks have finished.
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& f);
+
+// Runs f(thread, nthreads) once on each of nthreads threads that all run at the same time, so
+// that f may wait for the others at a SpinBarrier: one wake-up of the pool for a whole loop whose
+// iterations need each other's results (an RNN time loop). nthreads is at most
+// get_num_threads(); when the pool is busy or the call is nested, f(0, 1) runs alone, so f must
+// split its work by the nthreads it is given. f must not throw (the others would wait forever
+// at the barrier): allocate and check before the region.
+void parallel_region(int nthreads, const std::function<void(int, int)>& f);
+
+// A reusable barrier for the threads of one parallel_region. Waiters spin briefly (a time step
+// is a few microseconds, far less than a futex round trip) and then yield, so a thread that
+// the OS has descheduled on a busy machine is not starved by the spinning of the others.
+// arrive() and wait(phase) split the barrier so that a thread can do work that the others do
+// not need in between (the next step's input projection) instead of idling.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int n) : n_(n) {}
+  unsigned arrive();
+  void wait(unsigned phase);
+  void wait() { wait(arrive()); }
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0};
+  std::atomic<unsigned> phase_{0};
+};
 
 }  // namespace pynn

@@ -629,6 +629,36 @@ struct Problem {
   int64_t c_rs;
 };
 
+// C[0:mc, 0:nc] = alpha * Ap @ Bp + beta * C for one packed MC x KC block of A and KC x NC
+// block of B: the micro-panels of A outer, the B panels streaming past each one.
+template <class T>
+void macro_block(const Plan<T>& pl, int64_t mc, int64_t nc, int64_t kc, const T* Ap,
+                 const T* Bp, T alpha, T beta, T* C, int64_t c_rs) {
+  const int MR = pl.mr, NR = pl.nr;
+  alignas(64) T edge[8 * 32];  // an MR x NR tile for the N edge (MR <= 8, NR <= 32)
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+    const T* a = Ap + ir * kc;
+    T* c_row = C + ir * c_rs;
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+      const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+      if (cols == NR) {
+        pl.kernel(rows, kc, a, Bp + jr * kc, c_row + jr, c_rs, alpha, beta);
+        continue;
+      }
+      pl.kernel(rows, kc, a, Bp + jr * kc, edge, NR, T(1), T(0));
+      for (int i = 0; i < rows; ++i) {
+        T* c = c_row + jr + i * c_rs;
+        const T* e = edge + i * NR;
+        if (beta == T(0))
+          for (int j = 0; j < cols; ++j) c[j] = alpha * e[j];
+        else
+          for (int j = 0; j < cols; ++j) c[j] = alpha * e[j] + beta * c[j];
+      }
+    }
+  }
+}
+
 // Computes C[m0:m1, n0:n1] with this thread's own packed copies of the A rows and B columns it
 // needs (one task of gemm_cpu's grid).
 template <class T>
@@ -642,7 +672,6 @@ void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, i
   const size_t b_elems = round_up64<T>(static_cast<size_t>(KC * (NC + NR)));
   T* Ap = static_cast<T*>(thread_pack_buffer().get((a_elems + b_elems) * sizeof(T)));
   T* Bp = Ap + a_elems;
-  alignas(64) T edge[8 * 32];  // an MR x NR tile for the N edge (MR <= 8, NR <= 32)
 
   for (int64_t pc = 0; pc < p.K; pc += KC) {
     const int64_t kc = std::min(KC, p.K - pc);
@@ -653,27 +682,7 @@ void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, i
       for (int64_t jc = n0; jc < n1; jc += NC) {
         const int64_t nc = std::min(NC, n1 - jc);
         pl.pack_b(kc, nc, p.B + pc * p.b_rs + jc * p.b_cs, p.b_rs, p.b_cs, Bp);
-        for (int64_t ir = 0; ir < mc; ir += MR) {
-          const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-          const T* a = Ap + ir * kc;
-          T* c_row = p.C + (ic + ir) * p.c_rs + jc;
-          for (int64_t jr = 0; jr < nc; jr += NR) {
-            const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-            if (cols == NR) {
-              pl.kernel(rows, kc, a, Bp + jr * kc, c_row + jr, p.c_rs, p.alpha, beta);
-              continue;
-            }
-            pl.kernel(rows, kc, a, Bp + jr * kc, edge, NR, T(1), T(0));
-            for (int i = 0; i < rows; ++i) {
-              T* c = c_row + jr + i * p.c_rs;
-              const T* e = edge + i * NR;
-              if (beta == T(0))
-                for (int j = 0; j < cols; ++j) c[j] = p.alpha * e[j];
-              else
-                for (int j = 0; j < cols; ++j) c[j] = p.alpha * e[j] + beta * c[j];
-            }
-          }
-        }
+        macro_block(pl, mc, nc, kc, Ap, Bp, p.alpha, beta, p.C + ic * p.c_rs + jc, p.c_rs);
       }
     }
   }
@@ -762,6 +771,75 @@ void gemm_cpu(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t a_rs
     for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) run(t);
   });
 }
+
+// ---- operands packed once (GemmPacking) -----------------------------------------------------
+// Packed layouts: K is cut into slices of the plan's KC; slice pc of a packed A is the MR-row
+// panels of all M rows ([panel][k][MR]) starting at pc * round_up(M, MR), and of a packed B the
+// NR-column panels of all N columns starting at pc * round_up(N, NR). Every panel of B then
+// starts on a multiple of NR elements (64 bytes), as the kernels' aligned loads require.
+
+namespace {
+template <class T>
+const Plan<T>& as_plan(const void* p) {
+  return *static_cast<const Plan<T>*>(p);
+}
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+}  // namespace
+
+template <class T>
+GemmPacking<T>::GemmPacking() : plan_(&plan_for<T>(select_isa())) {}
+
+template <class T>
+size_t GemmPacking<T>::a_size(int64_t M, int64_t K) const {
+  return static_cast<size_t>(round_up(M, as_plan<T>(plan_).mr) * K);
+}
+
+template <class T>
+size_t GemmPacking<T>::b_size(int64_t K, int64_t N) const {
+  return static_cast<size_t>(round_up(N, as_plan<T>(plan_).nr) * K);
+}
+
+template <class T>
+void GemmPacking<T>::pack_a(int64_t M, int64_t K, const T* A, int64_t a_rs, int64_t a_cs,
+                            T* Ap) const {
+  const Plan<T>& pl = as_plan<T>(plan_);
+  const int64_t Mp = round_up(M, pl.mr);
+  for (int64_t pc = 0; pc < K; pc += pl.kc)
+    pl.pack_a(M, std::min(pl.kc, K - pc), A + pc * a_cs, a_rs, a_cs, Ap + pc * Mp);
+}
+
+template <class T>
+void GemmPacking<T>::pack_b(int64_t K, int64_t N, const T* B, int64_t b_rs, int64_t b_cs,
+                            T* Bp) const {
+  const Plan<T>& pl = as_plan<T>(plan_);
+  const int64_t Np = round_up(N, pl.nr);
+  for (int64_t pc = 0; pc < K; pc += pl.kc)
+    pl.pack_b(std::min(pl.kc, K - pc), N, B + pc * b_rs, b_rs, b_cs, Bp + pc * Np);
+}
+
+template <class T>
+void GemmPacking<T>::multiply(int64_t M, int64_t N, int64_t K, T alpha, const T* Ap,
+                              const T* Bp, T beta, T* C, int64_t c_rs) const {
+  if (M <= 0 || N <= 0) return;
+  const Plan<T>& pl = as_plan<T>(plan_);
+  if (K <= 0 || alpha == T(0)) {
+    for (int64_t i = 0; i < M; ++i) {
+      T* c = C + i * c_rs;
+      if (beta == T(0))
+        std::fill(c, c + N, T(0));
+      else
+        for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+    return;
+  }
+  const int64_t Mp = round_up(M, pl.mr), Np = round_up(N, pl.nr);
+  for (int64_t pc = 0; pc < K; pc += pl.kc)
+    macro_block(pl, M, N, std::min(pl.kc, K - pc), Ap + pc * Mp, Bp + pc * Np, alpha,
+                pc == 0 ? beta : T(1), C, c_rs);
+}
+
+template class GemmPacking<float>;
+template class GemmPacking<double>;
 
 template void gemm_cpu<float>(int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t,
                               const float*, int64_t, int64_t, float, float*, int64_t);

@@ -1,4 +1,5 @@
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace pynn {
@@ -9,5 +10,26 @@ namespace pynn {
 template <class T>
 void gemm_cpu(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t a_rs, int64_t a_cs,
               const T* B, int64_t b_rs, int64_t b_cs, T beta, T* C, int64_t c_rs);
+
+// Operands packed once and multiplied many times, by the calling thread alone: a time loop keeps
+// its recurrent weights packed (and in its core's L2) for every step instead of repacking them
+// in each gemm_cpu call. A GemmPacking fixes the micro-kernel (the ISA gemm_cpu would pick now,
+// PYNN_GEMM_KERNEL included), so operands packed with it must be multiplied with it.
+// Buffers handed to pack_a / pack_b hold a_size / b_size elements and are 64-byte aligned.
+template <class T>
+class GemmPacking {
+ public:
+  GemmPacking();
+  size_t a_size(int64_t M, int64_t K) const;
+  size_t b_size(int64_t K, int64_t N) const;
+  void pack_a(int64_t M, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, T* Ap) const;
+  void pack_b(int64_t K, int64_t N, const T* B, int64_t b_rs, int64_t b_cs, T* Bp) const;
+  // C = alpha * A @ B + beta * C from the packed forms of A [M, K] and B [K, N]; serial.
+  void multiply(int64_t M, int64_t N, int64_t K, T alpha, const T* Ap, const T* Bp, T beta, T* C,
+                int64_t c_rs) const;
+
+ private:
+  const void* plan_;
+};
 
 }  // namespace pynn

@@ -200,6 +200,12 @@ struct CudaBackend {
     cuda::check_launch("rnn_copy_kernel");
   }
 
+  // One GEMM and one fused kernel per step, all enqueued on the stream without waiting.
+  void lstm_forward_recurrence(const LstmForwardSteps<T>& a) { lstm_forward_steps(*this, a); }
+  void lstm_backward_recurrence(const LstmBackwardSteps<T>& a) { lstm_backward_steps(*this, a); }
+  void rnn_forward_recurrence(const RnnForwardSteps<T>& a) { rnn_forward_steps(*this, a); }
+  void rnn_backward_recurrence(const RnnBackwardSteps<T>& a) { rnn_backward_steps(*this, a); }
+
   void col_sum(int64_t steps, int64_t batch, int64_t cols, const Seq<T>& a, T* out1, T* out2) {
     if (cols == 0) return;
     rnn_col_sum_kernel<T><<<cuda::blocks_for(cols), cuda::kThreads, 0, stream>>>(

@@ -8,8 +8,16 @@
 //   add(rows, cols, a, b, out)   out = a + b (a null operand reads as zero)
 //   copy(rows, cols, src, dst)   dst = src (a null src writes zeros)
 //   col_sum(steps, batch, cols, a, out1, out2)   bias gradients: column sums over steps and batch
+//   lstm_forward_recurrence(LstmForwardSteps) / lstm_backward_recurrence(LstmBackwardSteps) /
+//   rnn_forward_recurrence(RnnForwardSteps) / rnn_backward_recurrence(RnnBackwardSteps)
+//       the part of a loop where each step needs the previous one. The CUDA backend runs the
+//       step-by-step versions below (lstm_forward_steps, ...), built from the calls above; the
+//       CPU backend runs the same arithmetic as one parallel region that keeps the recurrent
+//       weights packed across steps (csrc/cpu/rnn.cpp), and these step-by-step versions when
+//       PYNN_RNN_LOOP=steps (the tests run both).
 //
-// Structure (why it is fast): the input projection of every step is one GEMM before the loop;
+// Structure (why it is fast): the input projection of every step is one GEMM before the loop
+// (on the CPU, for layers whose weights fit a core's cache, part of each step instead);
 // the loop does one recurrent GEMM and one fused pointwise pass per step; the backward keeps
 // only the recurrent GEMM inside the loop and forms grad_x and all weight gradients with GEMMs
 // over every step at once afterwards.
@@ -91,6 +99,147 @@ void gemm_sum_steps(Be& be, int64_t steps, int64_t batch, int64_t M, int64_t N, 
     be.gemm(M, N, batch, A.at(t).p, 1, A.bs, X.at(t).p, X.bs, 1, t == 0 ? beta : T(1), C, c_rs);
 }
 
+// A weight matrix with arbitrary strides, as a GEMM operand.
+template <class T>
+struct Weight {
+  const T* p = nullptr;
+  int64_t rs = 0, cs = 0;
+  Weight t() const { return {p, cs, rs}; }  // the transpose
+};
+
+template <class T>
+Weight<T> weight(const TensorView& v) {
+  if (v.numel() == 0) return {};
+  return {v.ptr<T>(), v.stride(0), v.stride(1)};
+}
+
+// The recurrences: everything the steps of one layer and direction read and write once the
+// input projections of all steps are done (forward) and before the weight gradients are formed
+// over all steps (backward). Step s runs time index t = reverse ? steps - 1 - s : s.
+template <class T>
+struct LstmForwardSteps {
+  int64_t steps, batch, I, H, P;
+  Seq<T> X;             // [T, B, I] input
+  Weight<T> w_ih;       // [4H, I]
+  Seq<T> G;             // [T, B, 4H]: receives the activated gates
+  Seq<T> C, HR, Y;      // cells, hr = o * tanh(c) (with a projection), output h
+  const T* bi;          // biases, both null without
+  const T* bh;
+  Weight<T> w_hh;       // [4H, P]
+  Weight<T> w_hr;       // [P, H], null without a projection
+  Mat<T> h0, c0;
+  bool reverse;
+};
+
+template <class T>
+struct LstmBackwardSteps {
+  int64_t steps, batch, H, P;
+  Seq<T> G, C, GY;      // saved gates and cells, grad of the output (null: zero)
+  Seq<T> dG, DY;        // out: grad of the pre-activations; with a projection grad_y + dh
+  Weight<T> w_hh, w_hr;
+  Mat<T> c0;
+  Mat<T> dh, dc;        // hold grad_h_n / grad_c_n on entry, grad_h0 / grad_c0 on exit
+  Mat<T> dhr;           // [B, H] scratch (with a projection)
+  bool reverse;
+};
+
+template <class T>
+struct RnnForwardSteps {
+  int64_t steps, batch, I, H;
+  Seq<T> X;             // [T, B, I] input
+  Weight<T> w_ih;       // [H, I]
+  Seq<T> Y;             // the outputs (first the input projections, then the activations)
+  const T* bi;
+  const T* bh;
+  Weight<T> w_hh;
+  Mat<T> h0;
+  int kind;
+  bool reverse;
+};
+
+template <class T>
+struct RnnBackwardSteps {
+  int64_t steps, batch, H;
+  Seq<T> Y, GY, dG;
+  Weight<T> w_hh;
+  Mat<T> dh;            // grad_h_n on entry, grad_h0 on exit
+  int kind;
+  bool reverse;
+};
+
+template <class T, class Be>
+void lstm_forward_steps(Be& be, const LstmForwardSteps<T>& a) {
+  const bool proj = a.w_hr.p != nullptr;
+  // Input projection of every step at once; W_ih^T is W_ih read with swapped strides.
+  const Weight<T> wih = a.w_ih.t();
+  gemm_steps(be, a.steps, a.batch, 4 * a.H, a.I, a.X, wih.p, wih.rs, wih.cs, T(0), a.G);
+  Mat<T> h_prev = a.h0, c_prev = a.c0;
+  for (int64_t s = 0; s < a.steps; ++s) {
+    const int64_t t = a.reverse ? a.steps - 1 - s : s;
+    const Weight<T> whh = a.w_hh.t();
+    be.gemm(a.batch, 4 * a.H, a.P, h_prev.p, h_prev.rs, 1, whh.p, whh.rs, whh.cs, T(1),
+            a.G.at(t).p, a.G.bs);
+    be.lstm_step_forward(a.batch, a.H, a.G.at(t), a.bi, a.bh, c_prev, a.C.at(t),
+                         proj ? a.HR.at(t) : a.Y.at(t));
+    if (proj) {
+      const Weight<T> whr = a.w_hr.t();
+      be.gemm(a.batch, a.P, a.H, a.HR.at(t).p, a.HR.bs, 1, whr.p, whr.rs, whr.cs, T(0),
+              a.Y.at(t).p, a.Y.bs);
+    }
+    h_prev = a.Y.at(t);
+    c_prev = a.C.at(t);
+  }
+}
+
+template <class T, class Be>
+void lstm_backward_steps(Be& be, const LstmBackwardSteps<T>& a) {
+  const bool proj = a.w_hr.p != nullptr;
+  for (int64_t s = a.steps - 1; s >= 0; --s) {
+    const int64_t t = a.reverse ? a.steps - 1 - s : s;
+    const Mat<T> c_prev = s == 0 ? a.c0 : a.C.at(a.reverse ? t + 1 : t - 1);
+    if (proj) {
+      // h = W_hr hr: the gradient of hr is (grad_y + dh) @ W_hr; keep grad_y + dh for grad_w_hr.
+      be.add(a.batch, a.P, a.GY.at(t), a.dh, a.DY.at(t));
+      be.gemm(a.batch, a.H, a.P, a.DY.at(t).p, a.DY.bs, 1, a.w_hr.p, a.w_hr.rs, a.w_hr.cs, T(0),
+              a.dhr.p, a.dhr.rs);
+      be.lstm_step_backward(a.batch, a.H, a.dhr, Mat<T>{}, a.dc, a.G.at(t), c_prev, a.C.at(t),
+                            a.dG.at(t));
+    } else {
+      be.lstm_step_backward(a.batch, a.H, a.GY.at(t), a.dh, a.dc, a.G.at(t), c_prev, a.C.at(t),
+                            a.dG.at(t));
+    }
+    be.gemm(a.batch, a.P, 4 * a.H, a.dG.at(t).p, a.dG.bs, 1, a.w_hh.p, a.w_hh.rs, a.w_hh.cs,
+            T(0), a.dh.p, a.dh.rs);
+  }
+}
+
+template <class T, class Be>
+void rnn_forward_steps(Be& be, const RnnForwardSteps<T>& a) {
+  // The output doubles as the pre-activation buffer: each step adds its recurrent term to the
+  // input projection already there and applies the nonlinearity in place.
+  const Weight<T> wih = a.w_ih.t();
+  gemm_steps(be, a.steps, a.batch, a.H, a.I, a.X, wih.p, wih.rs, wih.cs, T(0), a.Y);
+  Mat<T> h_prev = a.h0;
+  const Weight<T> whh = a.w_hh.t();
+  for (int64_t s = 0; s < a.steps; ++s) {
+    const int64_t t = a.reverse ? a.steps - 1 - s : s;
+    be.gemm(a.batch, a.H, a.H, h_prev.p, h_prev.rs, 1, whh.p, whh.rs, whh.cs, T(1), a.Y.at(t).p,
+            a.Y.bs);
+    be.rnn_step_forward(a.kind, a.batch, a.H, a.Y.at(t), a.bi, a.bh);
+    h_prev = a.Y.at(t);
+  }
+}
+
+template <class T, class Be>
+void rnn_backward_steps(Be& be, const RnnBackwardSteps<T>& a) {
+  for (int64_t s = a.steps - 1; s >= 0; --s) {
+    const int64_t t = a.reverse ? a.steps - 1 - s : s;
+    be.rnn_step_backward(a.kind, a.batch, a.H, a.GY.at(t), a.dh, a.Y.at(t), a.dG.at(t));
+    be.gemm(a.batch, a.H, a.H, a.dG.at(t).p, a.dG.bs, 1, a.w_hh.p, a.w_hh.rs, a.w_hh.cs, T(0),
+            a.dh.p, a.dh.rs);
+  }
+}
+
 // The gradients every layer kind shares once dgates (gradient of the pre-activations, G wide)
 // is known for all steps: grad_x = dgates @ W_ih, grad_w_ih = sum dgates^T x, grad_w_hh =
 // sum dgates^T h_prev (h_prev: the output of the previous step, h0 at the first), bias = column
@@ -129,25 +278,16 @@ void lstm_forward_loop(Be& be, const TensorView& x, const TensorView& h0, const 
                        const TensorView& hn, const TensorView& cn, const TensorView& gates,
                        const TensorView& cs, const TensorView& hr, bool reverse) {
   const int64_t steps = x.size(0), batch = x.size(1), I = x.size(2);
-  const int64_t H = cs.size(2), P = y.size(2), G = 4 * H;
+  const int64_t H = cs.size(2), P = y.size(2);
   const bool proj = w_hr.numel() > 0;
   const Seq<T> X = seq<T>(x), Y = seq<T>(y), Gt = seq<T>(gates), C = seq<T>(cs), HR = seq<T>(hr);
   const T* bi = ptr_or_null<T>(b_ih);
   const T* bh = ptr_or_null<T>(b_hh);
-  // Input projection of every step at once; W_ih^T is W_ih read with swapped strides.
-  gemm_steps(be, steps, batch, G, I, X, w_ih.ptr<T>(), w_ih.stride(1), w_ih.stride(0), T(0), Gt);
-  Mat<T> h_prev = mat<T>(h0), c_prev = mat<T>(c0);
-  for (int64_t s = 0; s < steps; ++s) {
-    const int64_t t = reverse ? steps - 1 - s : s;
-    be.gemm(batch, G, P, h_prev.p, h_prev.rs, 1, w_hh.ptr<T>(), w_hh.stride(1), w_hh.stride(0),
-            T(1), Gt.at(t).p, Gt.bs);
-    be.lstm_step_forward(batch, H, Gt.at(t), bi, bh, c_prev, C.at(t), proj ? HR.at(t) : Y.at(t));
-    if (proj)
-      be.gemm(batch, P, H, HR.at(t).p, HR.bs, 1, w_hr.ptr<T>(), w_hr.stride(1), w_hr.stride(0),
-              T(0), Y.at(t).p, Y.bs);
-    h_prev = Y.at(t);
-    c_prev = C.at(t);
-  }
+  be.lstm_forward_recurrence(LstmForwardSteps<T>{
+      steps, batch, I, H, P, X, weight<T>(w_ih), Gt, C, HR, Y, bi, bh, weight<T>(w_hh), proj ? weight<T>(w_hr) : Weight<T>{},
+      mat<T>(h0), mat<T>(c0), reverse});
+  const int64_t last = reverse ? 0 : steps - 1;
+  const Mat<T> h_prev = Y.at(last), c_prev = C.at(last);
   be.copy(batch, P, h_prev, mat<T>(hn));
   be.copy(batch, H, c_prev, mat<T>(cn));
 }
@@ -174,21 +314,9 @@ void lstm_backward_loop(Be& be, const TensorView& x, const TensorView& h0, const
   const Mat<T> dh = mat<T>(grad_h0), dc = mat<T>(grad_c0), dhr_m = mat<T>(dhr);
   be.copy(batch, P, mat<T>(grad_hn), dh);
   be.copy(batch, H, mat<T>(grad_cn), dc);
-  for (int64_t s = steps - 1; s >= 0; --s) {
-    const int64_t t = reverse ? steps - 1 - s : s;
-    const Mat<T> c_prev = s == 0 ? mat<T>(c0) : C.at(reverse ? t + 1 : t - 1);
-    if (proj) {
-      // h = W_hr hr: the gradient of hr is (grad_y + dh) @ W_hr; keep grad_y + dh for grad_w_hr.
-      be.add(batch, P, GY.at(t), dh, DY.at(t));
-      be.gemm(batch, H, P, DY.at(t).p, DY.bs, 1, w_hr.ptr<T>(), w_hr.stride(0), w_hr.stride(1),
-              T(0), dhr_m.p, dhr_m.rs);
-      be.lstm_step_backward(batch, H, dhr_m, Mat<T>{}, dc, Gt.at(t), c_prev, C.at(t), dG.at(t));
-    } else {
-      be.lstm_step_backward(batch, H, GY.at(t), dh, dc, Gt.at(t), c_prev, C.at(t), dG.at(t));
-    }
-    be.gemm(batch, P, G, dG.at(t).p, dG.bs, 1, w_hh.ptr<T>(), w_hh.stride(0), w_hh.stride(1),
-            T(0), dh.p, dh.rs);
-  }
+  be.lstm_backward_recurrence(LstmBackwardSteps<T>{
+      steps, batch, H, P, Gt, C, GY, dG, DY, weight<T>(w_hh),
+      proj ? weight<T>(w_hr) : Weight<T>{}, mat<T>(c0), dh, dc, dhr_m, reverse});
   input_and_weight_grads<T>(be, steps, batch, G, I, P, X, dG, Y, h0, w_ih, grad_x, grad_w_ih,
                             grad_w_hh, grad_b_ih, grad_b_hh, reverse, accumulate_grad_x);
   if (proj)
@@ -204,17 +332,9 @@ void rnn_forward_loop(Be& be, const TensorView& x, const TensorView& h0, const T
   const Seq<T> X = seq<T>(x), Y = seq<T>(y);
   const T* bi = ptr_or_null<T>(b_ih);
   const T* bh = ptr_or_null<T>(b_hh);
-  // The output doubles as the pre-activation buffer: each step adds its recurrent term to the
-  // input projection already there and applies the nonlinearity in place.
-  gemm_steps(be, steps, batch, H, I, X, w_ih.ptr<T>(), w_ih.stride(1), w_ih.stride(0), T(0), Y);
-  Mat<T> h_prev = mat<T>(h0);
-  for (int64_t s = 0; s < steps; ++s) {
-    const int64_t t = reverse ? steps - 1 - s : s;
-    be.gemm(batch, H, H, h_prev.p, h_prev.rs, 1, w_hh.ptr<T>(), w_hh.stride(1), w_hh.stride(0),
-            T(1), Y.at(t).p, Y.bs);
-    be.rnn_step_forward(kind, batch, H, Y.at(t), bi, bh);
-    h_prev = Y.at(t);
-  }
+  be.rnn_forward_recurrence(RnnForwardSteps<T>{steps, batch, I, H, X, weight<T>(w_ih), Y, bi, bh, weight<T>(w_hh),
+                                               mat<T>(h0), kind, reverse});
+  const Mat<T> h_prev = Y.at(reverse ? 0 : steps - 1);
   be.copy(batch, H, h_prev, mat<T>(hn));
 }
 
@@ -230,12 +350,8 @@ void rnn_backward_loop(Be& be, const TensorView& x, const TensorView& h0, const 
   const Seq<T> X = seq<T>(x), Y = seq<T>(y), GY = seq<T>(grad_y), dG = seq<T>(dgates);
   const Mat<T> dh = mat<T>(grad_h0);
   be.copy(batch, H, mat<T>(grad_hn), dh);
-  for (int64_t s = steps - 1; s >= 0; --s) {
-    const int64_t t = reverse ? steps - 1 - s : s;
-    be.rnn_step_backward(kind, batch, H, GY.at(t), dh, Y.at(t), dG.at(t));
-    be.gemm(batch, H, H, dG.at(t).p, dG.bs, 1, w_hh.ptr<T>(), w_hh.stride(0), w_hh.stride(1),
-            T(0), dh.p, dh.rs);
-  }
+  be.rnn_backward_recurrence(RnnBackwardSteps<T>{steps, batch, H, Y, GY, dG, weight<T>(w_hh),
+                                                 dh, kind, reverse});
   input_and_weight_grads<T>(be, steps, batch, H, I, H, X, dG, Y, h0, w_ih, grad_x, grad_w_ih,
                             grad_w_hh, grad_b_ih, grad_b_hh, reverse, accumulate_grad_x);
 }
