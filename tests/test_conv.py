@@ -361,18 +361,18 @@ def test_kernel_rejects_inconsistent_views():
     ws = torch.empty(1, 2 * 9 * 9)
     V = _backend.view
     with pytest.raises(ValueError, match="output has shape"):
-        _backend._C.conv2d_forward_cpu(V(x), V(w), V(y), False, V(y), V(ws), (1, 1), (0, 0, 0, 0),
+        _backend._C.conv2d_forward_cpu(V(x), V(w), V(y), False, V(y), V(ws), V(w), (1, 1), (0, 0, 0, 0),
                                        (1, 1), 1, 9)
     y = torch.empty(1, 3, 3, 3)
     with pytest.raises(ValueError, match="workspace"):
         _backend._C.conv2d_forward_cpu(V(x), V(w), V(y), False, V(y), V(torch.empty(1, 5)),
-                                       (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
+                                       V(w), (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
     with pytest.raises(TypeError, match="dtype"):
-        _backend._C.conv2d_forward_cpu(V(x), V(w.double()), V(y), False, V(y), V(ws), (1, 1),
+        _backend._C.conv2d_forward_cpu(V(x), V(w.double()), V(y), False, V(y), V(ws), V(w), (1, 1),
                                        (0, 0, 0, 0), (1, 1), 1, 9)
     with pytest.raises(ValueError, match="contiguous"):
         _backend._C.conv2d_forward_cpu(V(x.transpose(2, 3)), V(w), V(y), False, V(y), V(ws),
-                                       (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
+                                       V(w), (1, 1), (0, 0, 0, 0), (1, 1), 1, 9)
 
 
 def test_cuda_element_math_matches_cpu_kernels():

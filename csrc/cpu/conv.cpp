@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -260,6 +261,235 @@ void depthwise_backward_weight(const Conv2dGeom& g, const T* gy, const T* x, T* 
   });
 }
 
+int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols);
+
+// ---- implicit GEMM: column panels packed straight from the input ----
+// The GEMM's B operand (the column matrix of one tile of output positions) is built in the
+// micro-kernel's panel layout (gemm_panels) directly from the input, so the column matrix never
+// exists in row form and is copied once instead of twice (im2col, then the GEMM's own pack).
+// A panel of nr output positions holds, for each column row r = (c, kh, kw), the nr input
+// values those positions read through r, zero in the padding and past the tile's end.
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYNN_CONV_AVX512 1
+#include <immintrin.h>
+#define PYNN_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))
+
+// Per 16 positions of a panel: index of the input value that tap (0, 0) of channel 0 reads
+// (ih*W + iw, may be outside), its ih and iw, the mask of positions inside the tile and whether
+// all of them are in one output row (then, at stride 1, a tap reads consecutive inputs).
+struct Lanes16 {
+  __m512i idx, ih, iw;
+  __mmask16 live;
+  bool one_row;
+};
+
+PYNN_TARGET_AVX512F PYNN_ALWAYS_INLINE Lanes16 lanes16(const Conv2dGeom& g, int64_t p, int64_t n) {
+  alignas(64) int32_t ih[16], iw[16];
+  int64_t oh = p / g.OW, ow = p - oh * g.OW;
+  const int64_t oh_first = oh;
+  int64_t oh_last = oh;
+  for (int l = 0; l < 16; ++l) {
+    ih[l] = static_cast<int32_t>(oh * g.sh - g.pt);
+    iw[l] = static_cast<int32_t>(ow * g.sw - g.pl);
+    if (l < n) oh_last = oh;
+    if (++ow == g.OW) ow = 0, ++oh;
+  }
+  Lanes16 L;
+  L.ih = _mm512_load_si512(ih);
+  L.iw = _mm512_load_si512(iw);
+  L.idx = _mm512_add_epi32(_mm512_mullo_epi32(L.ih, _mm512_set1_epi32(static_cast<int32_t>(g.W))),
+                           L.iw);
+  L.live = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+  L.one_row = oh_first == oh_last && g.sw == 1;
+  return L;
+}
+
+// Mask of the positions whose tap (kh, kw) reads inside the input.
+PYNN_TARGET_AVX512F PYNN_ALWAYS_INLINE __mmask16 tap_mask(const Lanes16& L, __m512i dh, __m512i dw,
+                                                          __m512i H, __m512i W) {
+  const __mmask16 in_h = _mm512_mask_cmplt_epu32_mask(L.live, _mm512_add_epi32(L.ih, dh), H);
+  return _mm512_mask_cmplt_epu32_mask(in_h, _mm512_add_epi32(L.iw, dw), W);
+}
+
+template <class T>
+PYNN_TARGET_AVX512F PYNN_ALWAYS_INLINE void load16(const Lanes16& L, __mmask16 m, const T* x,
+                                                   int32_t off, T* dst) {
+  if constexpr (std::is_same<T, float>::value) {
+    __m512 v;
+    if (L.one_row)
+      v = _mm512_maskz_loadu_ps(m, x + (_mm_cvtsi128_si32(_mm512_castsi512_si128(L.idx)) + off));
+    else
+      v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m,
+                                   _mm512_add_epi32(L.idx, _mm512_set1_epi32(off)), x, 4);
+    _mm512_store_ps(dst, v);
+  } else {
+    __m512d lo, hi;
+    const __mmask8 mlo = static_cast<__mmask8>(m), mhi = static_cast<__mmask8>(m >> 8);
+    if (L.one_row) {
+      const T* s = x + (_mm_cvtsi128_si32(_mm512_castsi512_si128(L.idx)) + off);
+      lo = _mm512_maskz_loadu_pd(mlo, s);
+      hi = _mm512_maskz_loadu_pd(mhi, s + 8);
+    } else {
+      const __m512i idx = _mm512_add_epi32(L.idx, _mm512_set1_epi32(off));
+      lo = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), mlo, _mm512_castsi512_si256(idx), x, 8);
+      hi = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), mhi, _mm512_extracti64x4_epi64(idx, 1),
+                                    x, 8);
+    }
+    _mm512_store_pd(dst, lo);
+    _mm512_store_pd(dst + 8, hi);
+  }
+}
+
+// nr is a multiple of 16 and at most 32; input offsets fit in int32 (checked by the caller).
+template <class T>
+PYNN_TARGET_AVX512F void pack_columns_avx512_impl(const Conv2dGeom& g, const T* x, int64_t p0,
+                                                  int64_t cols, int nr, T* Bp) {
+  const int nv = nr / 16;
+  const __m512i H = _mm512_set1_epi32(static_cast<int32_t>(g.H));
+  const __m512i W = _mm512_set1_epi32(static_cast<int32_t>(g.W));
+  for (int64_t q0 = 0; q0 < cols; q0 += nr) {
+    Lanes16 L[2];
+    for (int v = 0; v < nv; ++v)
+      L[v] = lanes16(g, p0 + q0 + 16 * v, std::max<int64_t>(0, std::min<int64_t>(16, cols - q0 - 16 * v)));
+    T* d = Bp + q0 * g.kcol;
+    int64_t r = 0;
+    for (int64_t c = 0; c < g.cin_g; ++c)
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const __m512i dh = _mm512_set1_epi32(static_cast<int32_t>(kh * g.dh));
+        for (int64_t kw = 0; kw < g.KW; ++kw, ++r) {
+          const __m512i dw = _mm512_set1_epi32(static_cast<int32_t>(kw * g.dw));
+          const int32_t off = static_cast<int32_t>(c * g.HW + kh * g.dh * g.W + kw * g.dw);
+          for (int v = 0; v < nv; ++v)
+            load16(L[v], tap_mask(L[v], dh, dw, H, W), x, off, d + r * nr + 16 * v);
+        }
+      }
+  }
+}
+PYNN_TARGET_AVX512F void pack_columns_avx512(const Conv2dGeom& g, const float* x, int64_t p0,
+                                             int64_t cols, int nr, float* Bp) {
+  pack_columns_avx512_impl(g, x, p0, cols, nr, Bp);
+}
+PYNN_TARGET_AVX512F void pack_columns_avx512(const Conv2dGeom& g, const double* x, int64_t p0,
+                                             int64_t cols, int nr, double* Bp) {
+  pack_columns_avx512_impl(g, x, p0, cols, nr, Bp);
+}
+
+bool cpu_has_avx512f() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+}
+#else
+#define PYNN_CONV_AVX512 0
+#endif
+
+// The same panels, one position at a time (other CPUs and panel widths).
+template <class T>
+void pack_columns_scalar(const Conv2dGeom& g, const T* x, int64_t p0, int64_t cols, int nr,
+                         T* Bp) {
+  std::vector<int64_t> ih0(nr), iw0(nr);
+  for (int64_t q0 = 0; q0 < cols; q0 += nr) {
+    const int n = static_cast<int>(std::min<int64_t>(nr, cols - q0));
+    for (int l = 0; l < n; ++l) {
+      const int64_t p = p0 + q0 + l, oh = p / g.OW, ow = p - oh * g.OW;
+      ih0[l] = oh * g.sh - g.pt;
+      iw0[l] = ow * g.sw - g.pl;
+    }
+    T* d = Bp + q0 * g.kcol;
+    int64_t r = 0;
+    for (int64_t c = 0; c < g.cin_g; ++c)
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw, ++r) {
+          const T* xc = x + c * g.HW;
+          T* dr = d + r * nr;
+          for (int l = 0; l < n; ++l) {
+            const int64_t ih = ih0[l] + kh * g.dh, iw = iw0[l] + kw * g.dw;
+            dr[l] = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W ? xc[ih * g.W + iw] : T(0);
+          }
+          for (int l = n; l < nr; ++l) dr[l] = T(0);
+        }
+  }
+}
+
+// Columns [p0, p0 + cols) of one group's column matrix as gemm_panels B panels of width nr.
+template <class T>
+void pack_columns(const Conv2dGeom& g, const T* x, int64_t p0, int64_t cols, int nr, T* Bp) {
+#if PYNN_CONV_AVX512
+  if (cpu_has_avx512f() && nr % 16 == 0 && nr <= 32 &&
+      (g.OH * g.sh + g.pt + g.KH * g.dh + 1) * g.W + g.OW * g.sw + g.pl + g.KW * g.dw +
+              g.cin_g * g.HW <
+          (int64_t(1) << 31))
+    return pack_columns_avx512(g, x, p0, cols, nr, Bp);
+#endif
+  pack_columns_scalar(g, x, p0, cols, nr, Bp);
+}
+
+// A[m, k] = f(m, k) as gemm_panels A panels of height mr (rows past M zero).
+template <class T, class F>
+void pack_rows(int64_t M, int64_t K, int mr, T* Ap, F&& f) {
+  for (int64_t i0 = 0; i0 < M; i0 += mr)
+    for (int64_t k = 0; k < K; ++k)
+      for (int r = 0; r < mr; ++r) Ap[i0 * K + k * mr + r] = i0 + r < M ? f(i0 + r, k) : T(0);
+}
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Elements of one slot of the implicit GEMM's workspace: a tile's column panels and the slack
+// that aligns them to 64 bytes.
+template <class T>
+int64_t implicit_slot_elems(const Conv2dGeom& g, int64_t tile_cols, int nr) {
+  return g.kcol * round_up(std::min(tile_cols, g.P), nr) + 64 / int64_t(sizeof(T));
+}
+
+template <class T>
+Slots check_implicit_workspace(const TensorView& ws, const Conv2dGeom& g, int64_t tile_cols,
+                               GemmPanelShape shape, const char* op) {
+  check_dim(ws, 2, op, "workspace");
+  check_contiguous(ws, op, "workspace");
+  PYNN_CHECK(tile_cols > 0, op, ": tile_cols must be positive, got ", tile_cols);
+  PYNN_CHECK(ws.sizes[0] >= 1, op, ": workspace needs at least one slot");
+  const int64_t need = implicit_slot_elems<T>(g, tile_cols, shape.nr);
+  PYNN_CHECK(ws.sizes[1] >= need, op, ": workspace rows hold ", ws.sizes[1],
+             " elements, the column panels of a tile need ", need);
+  return {ws.sizes[0], ws.sizes[1]};
+}
+
+template <class T>
+T* check_packed_weight(const TensorView& pw, const TensorView& ref, int64_t need,
+                       const char* op) {
+  check_dense(pw, op, "packed_weight");
+  check_same_dtype(ref, pw, op, "input", "packed_weight");
+  PYNN_CHECK(pw.numel() >= need, op, ": packed_weight holds ", pw.numel(), " elements, the ",
+             "weight panels need ", need);
+  return pw.ptr<T>();
+}
+
+// y[n, group] = A_group @ columns(x[n, group]) (+ bias), in (sample, group, tile) items, one
+// per slot at a time. Ap holds the groups' A panels, a_group elements apart.
+template <class T>
+void implicit_conv(const Conv2dGeom& g, GemmPanelShape shape, const T* x, const T* Ap,
+                   int64_t a_group, const T* b, T* y, T* ws, Slots slots, int64_t tile_cols) {
+  const int64_t nt = num_tiles(g, tile_cols);
+  for_each_slot(g.N * g.G * nt, slots.count, [&](int64_t s, int64_t it) {
+    const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
+    const int64_t p0 = t * tile_cols, cols = std::min(g.P, p0 + tile_cols) - p0;
+    T* Bp = ws + s * slots.stride;
+    Bp += (64 - reinterpret_cast<uintptr_t>(Bp) % 64) % 64 / sizeof(T);
+    pack_columns(g, x + (n * g.C + gi * g.cin_g) * g.HW, p0, cols, shape.nr, Bp);
+    T* yg = y + (n * g.Cout + gi * g.cout_g) * g.P + p0;
+    gemm_panels<T>(shape, g.cout_g, cols, g.kcol, Ap + gi * a_group, Bp, T(0), yg, g.P);
+    if (b)
+      for (int64_t co = 0; co < g.cout_g; ++co) {
+        const T bv = b[gi * g.cout_g + co];
+        T* row = yg + co * g.P;
+        for (int64_t j = 0; j < cols; ++j) row[j] += bv;
+      }
+  });
+}
+
 int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
   return g.P == 0 ? 0 : (g.P + tile_cols - 1) / tile_cols;
 }
@@ -268,8 +498,8 @@ int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
 
 void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
                         bool has_bias, const TensorView& output, const TensorView& workspace,
-                        Pair stride, Quad padding, Pair dilation, int64_t groups,
-                        int64_t tile_cols) {
+                        const TensorView& packed_weight, Pair stride, Quad padding, Pair dilation,
+                        int64_t groups, int64_t tile_cols) {
   const char* op = "conv2d_forward";
   const Conv2dGeom g =
       conv2d_geom(input, weight, output, stride, padding, dilation, groups, op, "input", "output");
@@ -285,7 +515,6 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     PYNN_CHECK(bias.dim == 1 && bias.sizes[0] == g.Cout, op, ": bias has shape ", bias.shape_str(),
                ", expected [", g.Cout, "]");
   }
-  const Slots slots = check_workspace(workspace, g, tile_cols, op);
   dispatch_floating(input.dtype, op, "input", [&](auto tag) {
     using T = decltype(tag);
     const T* x = input.ptr<T>();
@@ -293,36 +522,22 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     const T* b = has_bias ? bias.ptr<T>() : nullptr;
     T* y = output.ptr<T>();
     if (g.depthwise) return depthwise_forward(g, x, w, b, y);
-    const int64_t nt = num_tiles(g, tile_cols);
-    for_each_slot(g.N * g.G * nt, slots.count, [&](int64_t s, int64_t it) {
-      const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
-      const int64_t p0 = t * tile_cols, p1 = std::min(g.P, p0 + tile_cols), cols = p1 - p0;
-      const T* xg = x + (n * g.C + gi * g.cin_g) * g.HW;
-      const T* bm = xg + p0;  // the column matrix: the input itself when pointwise
-      int64_t b_rs = g.HW;
-      if (!g.pointwise) {
-        T* col = workspace.ptr<T>() + s * slots.stride;
-        im2col_tile(g, xg, p0, p1, col);
-        bm = col;
-        b_rs = cols;
-      }
-      T* yg = y + (n * g.Cout + gi * g.cout_g) * g.P + p0;
-      gemm_cpu<T>(g.cout_g, cols, g.kcol, T(1), w + gi * g.cout_g * g.kcol, g.kcol, 1, bm, b_rs,
-                  1, T(0), yg, g.P);
-      if (b)
-        for (int64_t co = 0; co < g.cout_g; ++co) {
-          const T bv = b[gi * g.cout_g + co];
-          T* row = yg + co * g.P;
-          for (int64_t j = 0; j < cols; ++j) row[j] += bv;
-        }
-    });
+    const GemmPanelShape shape = gemm_panel_shape<T>();
+    const Slots slots = check_implicit_workspace<T>(workspace, g, tile_cols, shape, op);
+    const int64_t a_group = round_up(g.cout_g, shape.mr) * g.kcol;
+    T* Ap = check_packed_weight<T>(packed_weight, input, g.G * a_group, op);
+    for (int64_t gi = 0; gi < g.G; ++gi)
+      pack_rows<T>(g.cout_g, g.kcol, shape.mr, Ap + gi * a_group, [&](int64_t m, int64_t k) {
+        return w[(gi * g.cout_g + m) * g.kcol + k];
+      });
+    implicit_conv(g, shape, x, Ap, a_group, b, y, workspace.ptr<T>(), slots, tile_cols);
   });
 }
 
 void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& weight,
                                const TensorView& grad_input, const TensorView& workspace,
-                               Pair stride, Quad padding, Pair dilation, int64_t groups,
-                               int64_t tile_cols) {
+                               const TensorView& packed_weight, Pair stride, Quad padding,
+                               Pair dilation, int64_t groups, int64_t tile_cols) {
   const char* op = "conv2d_backward_input";
   const Conv2dGeom g = conv2d_geom(grad_input, weight, grad_output, stride, padding, dilation,
                                    groups, op, "grad_input", "grad_output");
@@ -332,13 +547,38 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
   check_same_dtype(grad_output, weight, op, "grad_output", "weight");
   check_same_dtype(grad_output, grad_input, op, "grad_output", "grad_input");
   check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");
-  const Slots slots = check_workspace(workspace, g, tile_cols, op);
   dispatch_floating(grad_output.dtype, op, "grad_output", [&](auto tag) {
     using T = decltype(tag);
     const T* gy = grad_output.ptr<T>();
     const T* w = weight.ptr<T>();
     T* gx = grad_input.ptr<T>();
     if (g.depthwise) return depthwise_backward_input(g, gy, w, gx);
+    if (conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW)) {
+      // At stride 1 the input gradient is itself a convolution: of grad_output, padded by
+      // dil*(K-1) - pad, with the kernel flipped and its channel axes swapped per group. It
+      // then runs the forward's implicit GEMM, with no column matrix or scatter.
+      Conv2dGeom t = g;
+      t.C = g.Cout, t.H = g.OH, t.W = g.OW;
+      t.Cout = g.C, t.OH = g.H, t.OW = g.W;
+      t.pt = g.dh * (g.KH - 1) - g.pt;
+      t.pl = g.dw * (g.KW - 1) - g.pl;
+      t.cin_g = g.cout_g, t.cout_g = g.cin_g;
+      t.kcol = g.cout_g * g.KH * g.KW;
+      t.P = g.HW, t.HW = g.P;
+      t.pointwise = false;
+      const GemmPanelShape shape = gemm_panel_shape<T>();
+      const Slots slots = check_implicit_workspace<T>(workspace, t, tile_cols, shape, op);
+      const int64_t a_group = round_up(t.cout_g, shape.mr) * t.kcol, kk = g.KH * g.KW;
+      T* Ap = check_packed_weight<T>(packed_weight, grad_output, t.G * a_group, op);
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        pack_rows<T>(t.cout_g, t.kcol, shape.mr, Ap + gi * a_group, [&](int64_t ci, int64_t k) {
+          const int64_t co = k / kk, tap = kk - 1 - k % kk;  // (kh, kw) -> (KH-1-kh, KW-1-kw)
+          return w[((gi * g.cout_g + co) * g.cin_g + ci) * kk + tap];
+        });
+      return implicit_conv(t, shape, gy, Ap, a_group, static_cast<const T*>(nullptr), gx,
+                           workspace.ptr<T>(), slots, tile_cols);
+    }
+    const Slots slots = check_workspace(workspace, g, tile_cols, op);
     const int64_t nt = num_tiles(g, tile_cols);
     // One item per (sample, group): the tiles of one sample overlap in grad_input (neighbouring
     // receptive fields share pixels), so one thread owns all of them.

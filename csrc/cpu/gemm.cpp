@@ -846,6 +846,72 @@ template void gemm_cpu<float>(int64_t, int64_t, int64_t, float, const float*, in
 template void gemm_cpu<double>(int64_t, int64_t, int64_t, double, const double*, int64_t, int64_t,
                                const double*, int64_t, int64_t, double, double*, int64_t);
 
+// ---- pre-packed operands ---------------------------------------------------------------------
+// The loop nest of gemm_rect without its packing: the caller's panels hold the whole K, so a
+// KC slice of a panel is contiguous at offset pc * mr (A) or pc * nr (B). K is cut into equal
+// slices of at most KC so that no slice is a short remainder.
+
+template <class T>
+GemmPanelShape gemm_panel_shape() {
+  const Plan<T>& pl = plan_for<T>(select_isa());
+  return {pl.mr, pl.nr};
+}
+
+template <class T>
+void gemm_panels(GemmPanelShape shape, int64_t M, int64_t N, int64_t K, const T* Ap, const T* Bp,
+                 T beta, T* C, int64_t c_rs) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * c_rs + j] = beta == T(0) ? T(0) : beta * C[i * c_rs + j];
+    return;
+  }
+  const Plan<T>& pl = plan_for<T>(select_isa());
+  PYNN_CHECK(pl.mr == shape.mr && pl.nr == shape.nr, "gemm_panels: panels packed for mr x nr = ",
+             shape.mr, " x ", shape.nr, ", the selected kernel uses ", pl.mr, " x ", pl.nr);
+  const int MR = pl.mr, NR = pl.nr;
+  const int64_t slices = (K + pl.kc - 1) / pl.kc;
+  const int64_t KC = (K + slices - 1) / slices;
+  const int64_t NC = std::max<int64_t>(NR, pl.nc / NR * NR);
+  alignas(64) T edge[8 * 32];  // an MR x NR tile for the N edge (MR <= 8, NR <= 32)
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const int64_t kc = std::min(KC, K - pc);
+    const T b = pc == 0 ? beta : T(1);
+    for (int64_t jc = 0; jc < N; jc += NC) {
+      const int64_t nc = std::min(NC, N - jc);
+      for (int64_t ir = 0; ir < M; ir += MR) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, M - ir));
+        const T* a = Ap + ir * K + pc * MR;
+        T* c_row = C + ir * c_rs + jc;
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const T* bp = Bp + (jc + jr) * K + pc * NR;
+          const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          if (cols == NR) {
+            pl.kernel(rows, kc, a, bp, c_row + jr, c_rs, T(1), b);
+            continue;
+          }
+          pl.kernel(rows, kc, a, bp, edge, NR, T(1), T(0));
+          for (int i = 0; i < rows; ++i) {
+            T* c = c_row + jr + i * c_rs;
+            const T* e = edge + i * NR;
+            if (b == T(0))
+              for (int j = 0; j < cols; ++j) c[j] = e[j];
+            else
+              for (int j = 0; j < cols; ++j) c[j] = e[j] + b * c[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+template GemmPanelShape gemm_panel_shape<float>();
+template GemmPanelShape gemm_panel_shape<double>();
+template void gemm_panels<float>(GemmPanelShape, int64_t, int64_t, int64_t, const float*,
+                                 const float*, float, float*, int64_t);
+template void gemm_panels<double>(GemmPanelShape, int64_t, int64_t, int64_t, const double*,
+                                  const double*, double, double*, int64_t);
+
 }  // namespace pynn
 
 // ---- op entry point -------------------------------------------------------------------------

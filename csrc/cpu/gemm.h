@@ -32,4 +32,23 @@ class GemmPacking {
   const void* plan_;
 };
 
+// ---- pre-packed operands (conv2d's implicit GEMM) ----
+// Operands laid out as the micro-kernel reads them, for callers that build panels straight
+// from their own data (conv2d packs its column matrix from the input, never materialising it):
+//   A[M,K] as ceil(M/mr) panels, panel i at Ap + i*mr*K holding element (k, r) at k*mr + r
+//          (row i*mr + r; rows past M zero);
+//   B[K,N] as ceil(N/nr) panels, panel j at Bp + j*nr*K holding element (k, c) at k*nr + c
+//          (column j*nr + c; columns past N zero). Bp must be 64-byte aligned.
+// mr and nr are those of the kernel PYNN_GEMM_KERNEL selects now (gemm_panel_shape); a caller
+// reads them once per operation and passes the same values back.
+struct GemmPanelShape {
+  int mr, nr;
+};
+template <class T>
+GemmPanelShape gemm_panel_shape();
+// C[M,N] = Ap @ Bp + beta * C (beta == 0 never reads C), serial: the caller owns the threading.
+template <class T>
+void gemm_panels(GemmPanelShape shape, int64_t M, int64_t N, int64_t K, const T* Ap, const T* Bp,
+                 T beta, T* C, int64_t c_rs);
+
 }  // namespace pynn

@@ -29,12 +29,20 @@ using Quad = std::array<int64_t, 4>;
 
 void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
                         bool has_bias, const TensorView& output, const TensorView& workspace,
-                        Pair stride, Quad padding, Pair dilation, int64_t groups,
-                        int64_t tile_cols);
+                        const TensorView& packed_weight, Pair stride, Quad padding, Pair dilation,
+                        int64_t groups, int64_t tile_cols);
 void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& weight,
                                const TensorView& grad_input, const TensorView& workspace,
-                               Pair stride, Quad padding, Pair dilation, int64_t groups,
-                               int64_t tile_cols);
+                               const TensorView& packed_weight, Pair stride, Quad padding,
+                               Pair dilation, int64_t groups, int64_t tile_cols);
+// At stride 1 with padding no larger than the dilated kernel's reach, the input gradient is a
+// convolution of grad_output and runs as one (the CPU kernels take the implicit-GEMM path).
+inline bool conv2d_input_grad_is_conv(Pair stride, Quad padding, Pair dilation, int64_t KH,
+                                      int64_t KW) {
+  return stride[0] == 1 && stride[1] == 1 && padding[0] <= dilation[0] * (KH - 1) &&
+         padding[1] <= dilation[0] * (KH - 1) && padding[2] <= dilation[1] * (KW - 1) &&
+         padding[3] <= dilation[1] * (KW - 1);
+}
 void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView& input,
                                 const TensorView& grad_weight, const TensorView& workspace,
                                 const TensorView& partial, Pair stride, Quad padding,

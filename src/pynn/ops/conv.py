@@ -28,6 +28,9 @@ from .. import _backend as B
 
 _CPU_TILE_ELEMS = 1 << 18
 _CPU_MIN_COLS = 32
+# Column panels of one implicit-GEMM tile: 96 Ki elements (384 KiB of float32) stay in the 1 MiB
+# L2 next to the weight panels while every output channel's row of the tile is computed.
+_CPU_PANEL_ELEMS = 96 << 10
 _CUDA_WS_BYTES = 128 << 20
 
 OP = "conv2d"
@@ -115,6 +118,35 @@ def _cpu_workspace(ref, n_outer: int, kcol: int, P: int, columns: bool,
     return tile, slots, ws
 
 
+def _round_up(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
+
+
+def _cpu_panel_workspace(ref, n_outer: int, kcol: int, P: int, rows: int, groups: int):
+    """(tile_cols, workspace, packed_weight) for the CPU implicit GEMM (forward, and the input
+    gradient at stride 1): each slot holds one tile's column panels, packed from the input by
+    the kernel, so a row is kcol * tile_cols (rounded up to the widest panel, 32) + 16 elements
+    of alignment slack, with kcol * tile_cols <= max(_CPU_PANEL_ELEMS, _CPU_MIN_COLS * kcol).
+    packed_weight holds the GEMM's A panels: `rows` (output channels per group) rounded up to
+    the panel height (at most 8, so rows + 7 bound it), times kcol, per group."""
+    tile = min(max(P, 1), max(_CPU_MIN_COLS,
+                              min(_CPU_TILE_ELEMS, _CPU_PANEL_ELEMS) // max(kcol, 1)))
+    if 32 <= tile < P:
+        tile = tile // 32 * 32  # whole panels
+    items = n_outer * math.ceil(P / tile)
+    slots = max(1, min(_threads(), items))
+    ws = torch.empty((slots, kcol * _round_up(tile, 32) + 16), dtype=ref.dtype, device=ref.device)
+    packed = torch.empty(groups * (rows + 7) * kcol, dtype=ref.dtype, device=ref.device)
+    return tile, ws, packed
+
+
+def _input_grad_is_conv(stride, pads, dilation, KH, KW) -> bool:
+    """csrc/ops/conv.h conv2d_input_grad_is_conv: the CPU input gradient runs as a forward
+    convolution of grad_output (implicit GEMM) rather than GEMM + col2im."""
+    return (stride == (1, 1) and max(pads[0], pads[1]) <= dilation[0] * (KH - 1)
+            and max(pads[2], pads[3]) <= dilation[1] * (KW - 1))
+
+
 def _cuda_workspace(ref, n, ckk, P, columns):
     if not columns or n == 0:
         return torch.empty((1, 0), dtype=ref.dtype, device=ref.device)
@@ -144,10 +176,14 @@ class Conv2dFunction(torch.autograd.Function):
             B.launch("conv2d_forward", x, B.view(x), B.view(w), bview, b is not None, B.view(y),
                      B.view(ws), *geom)
         else:
-            tile, _, ws = _cpu_workspace(x, N * groups, (C // groups) * KH * KW, OH * OW,
-                                         columns)
+            depthwise = w.shape[1] == 1 and groups > 1
+            if depthwise:
+                tile, ws, packed = 1, x.new_empty((1, 0)), x.new_empty(0)
+            else:
+                tile, ws, packed = _cpu_panel_workspace(x, N * groups, (C // groups) * KH * KW,
+                                                        OH * OW, Cout // groups, groups)
             B.launch("conv2d_forward", x, B.view(x), B.view(w), bview, b is not None, B.view(y),
-                     B.view(ws), *geom, tile)
+                     B.view(ws), B.view(packed), *geom, tile)
         ctx.save_for_backward(x, w)
         ctx.geom = geom
         ctx.has_bias = b is not None
@@ -178,10 +214,16 @@ class Conv2dFunction(torch.autograd.Function):
                 B.launch("conv2d_backward_input", x, B.view(gy), B.view(w), B.view(grad_input),
                          B.view(cuda_ws), *ctx.geom)
             else:
-                tile, _, ws = _cpu_workspace(x, N * groups, kcol, P, columns,
-                                             split_tiles=False)
+                depthwise = cin_g == 1 and groups > 1
+                if not depthwise and _input_grad_is_conv(stride, pads, dilation, KH, KW):
+                    tile, ws, packed = _cpu_panel_workspace(
+                        x, N * groups, (Cout // groups) * KH * KW, H * W, cin_g, groups)
+                else:
+                    tile, _, ws = _cpu_workspace(x, N * groups, kcol, P, columns,
+                                                 split_tiles=False)
+                    packed = x.new_empty(0)
                 B.launch("conv2d_backward_input", x, B.view(gy), B.view(w), B.view(grad_input),
-                         B.view(ws), *ctx.geom, tile)
+                         B.view(ws), B.view(packed), *ctx.geom, tile)
             if ctx.channels_last:
                 grad_input = grad_input.contiguous(memory_format=torch.channels_last)
         if need_w:
