@@ -275,8 +275,19 @@ int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols);
 #include <immintrin.h>
 #define PYNN_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))
 
-// Per 16 positions of a panel: index of the input value that tap (0, 0) of channel 0 reads
-// (ih*W + iw, may be outside), its ih and iw, and the mask of positions inside the tile. At
+// Where the packer reads input (c, ih, iw): base + c*cs + (ih - ih_lo)*rs + (iw mod s)*wp +
+// iw div s. At stride 1 along W that is the input itself (s = 1, rs = W, cs = H*W, ih_lo = 0);
+// at stride s > 1 it is a copy of the rows a tile reads with each row split into its s phases
+// (columns ph, ph + s, ...), so that consecutive output positions read consecutive elements
+// and a tap is a vector load again instead of a gather.
+template <class T>
+struct ColumnSource {
+  const T* base;
+  int64_t ih_lo, rs, cs, wp, s;
+};
+
+// Per 16 positions of a panel: the ColumnSource index that tap (0, 0) of channel 0 reads less
+// that tap's own offset (may be outside), its ih and iw, and the mask of positions inside the tile. At
 // stride 1 the positions of one output row read consecutive inputs, so lane l reads
 // base[s] + l for the segment s it belongs to: when the 16 positions span at most two
 // segments (one output row, two, or an unpadded 1x1 whose rows are contiguous), a tap is one
@@ -289,17 +300,21 @@ struct Lanes16 {
   __mmask16 seg[2];
 };
 
-PYNN_TARGET_AVX512F PYNN_ALWAYS_INLINE Lanes16 lanes16(const Conv2dGeom& g, int64_t p, int64_t n) {
+template <class T>
+PYNN_TARGET_AVX512F PYNN_ALWAYS_INLINE Lanes16 lanes16(const Conv2dGeom& g, const ColumnSource<T>& src,
+                                                       int64_t p, int64_t n) {
   alignas(64) int32_t ih[16], iw[16];
   int64_t oh = p / g.OW, ow = p - oh * g.OW;
   Lanes16 L;
-  L.segments = g.sw == 1;
+  alignas(64) int32_t at[16];
+  L.segments = true;
   L.base[0] = L.base[1] = 0;
   L.seg[0] = L.seg[1] = 0;
   for (int l = 0; l < 16; ++l) {
     ih[l] = static_cast<int32_t>(oh * g.sh - g.pt);
     iw[l] = static_cast<int32_t>(ow * g.sw - g.pl);
-    const int32_t d = static_cast<int32_t>(ih[l] * g.W + iw[l] - l);
+    at[l] = static_cast<int32_t>((ih[l] - src.ih_lo) * src.rs + ow);
+    const int32_t d = at[l] - l;
     if (l < n) {
       if (l == 0 || d == L.base[0]) {
         L.base[0] = d;
@@ -315,8 +330,7 @@ PYNN_TARGET_AVX512F PYNN_ALWAYS_INLINE Lanes16 lanes16(const Conv2dGeom& g, int6
   }
   L.ih = _mm512_load_si512(ih);
   L.iw = _mm512_load_si512(iw);
-  L.idx = _mm512_add_epi32(_mm512_mullo_epi32(L.ih, _mm512_set1_epi32(static_cast<int32_t>(g.W))),
-                           L.iw);
+  L.idx = _mm512_load_si512(at);
   L.live = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
   return L;
 }
@@ -368,15 +382,15 @@ PYNN_TARGET_AVX512F PYNN_ALWAYS_INLINE void load16(const Lanes16& L, __mmask16 m
 
 // nr is a multiple of 16 and at most 32; input offsets fit in int32 (checked by the caller).
 template <class T>
-PYNN_TARGET_AVX512F void pack_columns_avx512_impl(const Conv2dGeom& g, const T* x, int64_t p0,
-                                                  int64_t cols, int nr, T* Bp) {
+PYNN_TARGET_AVX512F void pack_columns_avx512_impl(const Conv2dGeom& g, const ColumnSource<T>& src,
+                                                  int64_t p0, int64_t cols, int nr, T* Bp) {
   const int nv = nr / 16;
   const __m512i H = _mm512_set1_epi32(static_cast<int32_t>(g.H));
   const __m512i W = _mm512_set1_epi32(static_cast<int32_t>(g.W));
   for (int64_t q0 = 0; q0 < cols; q0 += nr) {
     Lanes16 L[2];
     for (int v = 0; v < nv; ++v)
-      L[v] = lanes16(g, p0 + q0 + 16 * v, std::max<int64_t>(0, std::min<int64_t>(16, cols - q0 - 16 * v)));
+      L[v] = lanes16(g, src, p0 + q0 + 16 * v, std::max<int64_t>(0, std::min<int64_t>(16, cols - q0 - 16 * v)));
     T* d = Bp + q0 * g.kcol;
     int64_t r = 0;
     for (int64_t c = 0; c < g.cin_g; ++c)
@@ -384,20 +398,24 @@ PYNN_TARGET_AVX512F void pack_columns_avx512_impl(const Conv2dGeom& g, const T* 
         const __m512i dh = _mm512_set1_epi32(static_cast<int32_t>(kh * g.dh));
         for (int64_t kw = 0; kw < g.KW; ++kw, ++r) {
           const __m512i dw = _mm512_set1_epi32(static_cast<int32_t>(kw * g.dw));
-          const int32_t off = static_cast<int32_t>(c * g.HW + kh * g.dh * g.W + kw * g.dw);
+          const int64_t e = kw * g.dw - g.pl;  // iw - ow * s
+          const int64_t ediv = e >= 0 ? e / src.s : -((-e + src.s - 1) / src.s);
+          const int32_t off = static_cast<int32_t>(c * src.cs + kh * g.dh * src.rs +
+                                                   (e - ediv * src.s) * src.wp + ediv);
           for (int v = 0; v < nv; ++v)
-            load16(L[v], tap_mask(L[v], dh, dw, H, W), x, off, d + r * nr + 16 * v);
+            load16(L[v], tap_mask(L[v], dh, dw, H, W), src.base, off, d + r * nr + 16 * v);
         }
       }
   }
 }
-PYNN_TARGET_AVX512F void pack_columns_avx512(const Conv2dGeom& g, const float* x, int64_t p0,
-                                             int64_t cols, int nr, float* Bp) {
-  pack_columns_avx512_impl(g, x, p0, cols, nr, Bp);
+PYNN_TARGET_AVX512F void pack_columns_avx512(const Conv2dGeom& g, const ColumnSource<float>& src,
+                                             int64_t p0, int64_t cols, int nr, float* Bp) {
+  pack_columns_avx512_impl(g, src, p0, cols, nr, Bp);
 }
-PYNN_TARGET_AVX512F void pack_columns_avx512(const Conv2dGeom& g, const double* x, int64_t p0,
+PYNN_TARGET_AVX512F void pack_columns_avx512(const Conv2dGeom& g,
+                                             const ColumnSource<double>& src, int64_t p0,
                                              int64_t cols, int nr, double* Bp) {
-  pack_columns_avx512_impl(g, x, p0, cols, nr, Bp);
+  pack_columns_avx512_impl(g, src, p0, cols, nr, Bp);
 }
 
 bool cpu_has_avx512f() {
@@ -439,15 +457,52 @@ void pack_columns_scalar(const Conv2dGeom& g, const T* x, int64_t p0, int64_t co
   }
 }
 
+// Input rows a tile of output positions reads, and the phase copy's size (ColumnSource).
+struct TileRows {
+  int64_t lo, hi;
+};
+TileRows tile_rows(const Conv2dGeom& g, int64_t p0, int64_t cols) {
+  const int64_t oh0 = p0 / g.OW, oh1 = (p0 + cols - 1) / g.OW;
+  return {std::max<int64_t>(0, oh0 * g.sh - g.pt),
+          std::min<int64_t>(g.H, oh1 * g.sh - g.pt + (g.KH - 1) * g.dh + 1)};
+}
+// At most this many input rows per tile (the tile spans at most (cols-1)/OW + 2 output rows).
+int64_t max_tile_rows(const Conv2dGeom& g, int64_t tile_cols) {
+  const int64_t cols = std::min(tile_cols, g.P);
+  return std::min<int64_t>(g.H, ((cols - 1) / g.OW + 1) * g.sh + (g.KH - 1) * g.dh + 1);
+}
+int64_t phase_elems(const Conv2dGeom& g, int64_t tile_cols) {
+  if (g.sw == 1) return 0;
+  return g.cin_g * max_tile_rows(g, tile_cols) * g.sw * ((g.W + g.sw - 1) / g.sw);
+}
+
 // Columns [p0, p0 + cols) of one group's column matrix as gemm_panels B panels of width nr.
+// `scratch` holds phase_elems(g, tile_cols) elements for the stride > 1 copy.
 template <class T>
-void pack_columns(const Conv2dGeom& g, const T* x, int64_t p0, int64_t cols, int nr, T* Bp) {
+void pack_columns(const Conv2dGeom& g, const T* x, int64_t p0, int64_t cols, int nr, T* Bp,
+                  T* scratch) {
 #if PYNN_CONV_AVX512
-  if (cpu_has_avx512f() && nr % 16 == 0 && nr <= 32 &&
-      (g.OH * g.sh + g.pt + g.KH * g.dh + 1) * g.W + g.OW * g.sw + g.pl + g.KW * g.dw +
-              g.cin_g * g.HW <
-          (int64_t(1) << 31))
-    return pack_columns_avx512(g, x, p0, cols, nr, Bp);
+  if (cpu_has_avx512f() && nr % 16 == 0 && nr <= 32) {
+    ColumnSource<T> src{x, 0, g.W, g.HW, g.W, 1};
+    if (g.sw > 1) {
+      const TileRows rows = tile_rows(g, p0, cols);
+      const int64_t s = g.sw, wp = (g.W + s - 1) / s, n_rows = std::max<int64_t>(0, rows.hi - rows.lo);
+      src = ColumnSource<T>{scratch, rows.lo, s * wp, n_rows * s * wp, wp, s};
+      for (int64_t c = 0; c < g.cin_g; ++c)
+        for (int64_t ih = rows.lo; ih < rows.hi; ++ih) {
+          const T* in = x + c * g.HW + ih * g.W;
+          T* out = scratch + c * src.cs + (ih - rows.lo) * src.rs;
+          for (int64_t ph = 0; ph < s; ++ph)
+            for (int64_t j = 0; j < wp; ++j) {
+              const int64_t iw = j * s + ph;
+              out[ph * wp + j] = iw < g.W ? in[iw] : T(0);
+            }
+        }
+    }
+    const int64_t reach = (g.OH * g.sh + g.pt + g.KH * g.dh + 1) * src.rs + g.OW + g.KW * g.dw +
+                          g.pl + src.s * src.wp + g.cin_g * src.cs;
+    if (reach < (int64_t(1) << 31)) return pack_columns_avx512(g, src, p0, cols, nr, Bp);
+  }
 #endif
   pack_columns_scalar(g, x, p0, cols, nr, Bp);
 }
@@ -462,11 +517,12 @@ void pack_rows(int64_t M, int64_t K, int mr, T* Ap, F&& f) {
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Elements of one slot of the implicit GEMM's workspace: a tile's column panels and the slack
-// that aligns them to 64 bytes.
+// Elements of one slot of the implicit GEMM's workspace: a tile's column panels, the slack
+// that aligns them to 64 bytes, and at stride > 1 the phase copy of the rows the tile reads.
 template <class T>
 int64_t implicit_slot_elems(const Conv2dGeom& g, int64_t tile_cols, int nr) {
-  return g.kcol * round_up(std::min(tile_cols, g.P), nr) + 64 / int64_t(sizeof(T));
+  return g.kcol * round_up(std::min(tile_cols, g.P), nr) + 64 / int64_t(sizeof(T)) +
+         phase_elems(g, tile_cols);
 }
 
 template <class T>
@@ -503,7 +559,8 @@ void implicit_conv(const Conv2dGeom& g, GemmPanelShape shape, const T* x, const 
     const int64_t p0 = t * tile_cols, cols = std::min(g.P, p0 + tile_cols) - p0;
     T* Bp = ws + s * slots.stride;
     Bp += (64 - reinterpret_cast<uintptr_t>(Bp) % 64) % 64 / sizeof(T);
-    pack_columns(g, x + (n * g.C + gi * g.cin_g) * g.HW, p0, cols, shape.nr, Bp);
+    pack_columns(g, x + (n * g.C + gi * g.cin_g) * g.HW, p0, cols, shape.nr, Bp,
+                 Bp + g.kcol * round_up(std::min(tile_cols, g.P), shape.nr));
     T* yg = y + (n * g.Cout + gi * g.cout_g) * g.P + p0;
     gemm_panels<T>(shape, g.cout_g, cols, g.kcol, Ap + gi * a_group, Bp, T(0), yg, g.P);
     if (b)

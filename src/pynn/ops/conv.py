@@ -122,7 +122,17 @@ def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
-def _cpu_panel_workspace(ref, n_outer: int, kcol: int, P: int, rows: int, groups: int):
+def _phase_elems(cin_g, H, W, OW, KH, sh, sw, dh, tile) -> int:
+    """csrc/cpu/conv.cpp phase_elems: at stride > 1 along W a slot also holds the input rows one
+    tile reads, each split into its sw phases (at most cin_g * H * (W + sw - 1) elements)."""
+    if sw == 1:
+        return 0
+    rows = min(H, ((tile - 1) // OW + 1) * sh + (KH - 1) * dh + 1)
+    return cin_g * rows * sw * math.ceil(W / sw)
+
+
+def _cpu_panel_workspace(ref, n_outer: int, kcol: int, P: int, rows: int, groups: int,
+                         phase=None):
     """(tile_cols, workspace, packed_weight) for the CPU implicit GEMM (forward, and the input
     gradient at stride 1): each slot holds one tile's column panels, packed from the input by
     the kernel, so a row is kcol * tile_cols (rounded up to the widest panel, 32) + 16 elements
@@ -135,7 +145,9 @@ def _cpu_panel_workspace(ref, n_outer: int, kcol: int, P: int, rows: int, groups
         tile = tile // 32 * 32  # whole panels
     items = n_outer * math.ceil(P / tile)
     slots = max(1, min(_threads(), items))
-    ws = torch.empty((slots, kcol * _round_up(tile, 32) + 16), dtype=ref.dtype, device=ref.device)
+    extra = _phase_elems(*phase, tile) if phase is not None else 0
+    ws = torch.empty((slots, kcol * _round_up(tile, 32) + 16 + extra), dtype=ref.dtype,
+                     device=ref.device)
     packed = torch.empty(groups * (rows + 7) * kcol, dtype=ref.dtype, device=ref.device)
     return tile, ws, packed
 
@@ -180,8 +192,9 @@ class Conv2dFunction(torch.autograd.Function):
             if depthwise:
                 tile, ws, packed = 1, x.new_empty((1, 0)), x.new_empty(0)
             else:
+                phase = (C // groups, H, W, OW, KH, stride[0], stride[1], dilation[0])
                 tile, ws, packed = _cpu_panel_workspace(x, N * groups, (C // groups) * KH * KW,
-                                                        OH * OW, Cout // groups, groups)
+                                                        OH * OW, Cout // groups, groups, phase)
             B.launch("conv2d_forward", x, B.view(x), B.view(w), bview, b is not None, B.view(y),
                      B.view(ws), B.view(packed), *geom, tile)
         ctx.save_for_backward(x, w)
