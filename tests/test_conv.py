@@ -379,3 +379,69 @@ def test_cuda_element_math_matches_cpu_kernels():
     """The CUDA kernels' per-element functions (gather col2im, im2col, depthwise) against the CPU
     kernels, which the tests above check against torch."""
     assert _backend._C.conv2d_math_selfcheck_cpu() < 1e-12
+
+
+# ---- the CPU implicit GEMM (csrc/cpu/conv.cpp: column panels packed from the input) ----
+# Panels are 32 (f32) or 16 (f64) positions wide under AVX-512, 16/8 under AVX2 and 8/4 in the
+# generic kernel; 16-position groups read one or two row segments with masked loads, or
+# gather when they span three rows; stride > 1 reads a phase-split copy of the tile's rows; the
+# input gradient at stride 1 runs as a forward convolution of grad_output.
+IMPLICIT = [
+    # 1 x 1 x 33 x 37: no image row is a multiple of a panel, last panel partial
+    ("edges_odd", (1, 3, 33, 37), (5, 3, 3, 3), dict(padding=1)),
+    # padding on every side, different per side, with dilation: masks at all four borders
+    ("pads_all_sides", (2, 4, 13, 17), (7, 4, 3, 4), dict(padding=(2, 3), dilation=(2, 1))),
+    # stride 2 and 3 along W (phase copy) with padding, dilation and an 11-tap kernel
+    ("stride_w2", (2, 3, 19, 23), (6, 3, 3, 5), dict(stride=2, padding=2)),
+    ("stride_w3_dil", (1, 2, 17, 29), (4, 2, 4, 3), dict(stride=(1, 3), padding=(1, 2),
+                                                            dilation=(1, 2))),
+    ("alexnet_like", (2, 3, 35, 35), (9, 3, 11, 11), dict(stride=4, padding=2)),
+    # rows of 5 outputs: 16 positions span four rows (gather), groups with 9 output channels
+    ("narrow_rows_groups", (2, 6, 5, 5), (9, 2, 2, 2), dict(groups=3, padding=1)),
+    # pad larger than the kernel's reach: the input gradient takes GEMM + col2im instead
+    ("pad_beyond_kernel", (1, 2, 6, 7), (3, 2, 2, 2), dict(padding=2)),
+    # output channels past one A panel (8) with a remainder; 1x1 rows that straddle groups
+    ("cout_19_1x1", (3, 24, 9, 11), (19, 24, 1, 1), {}),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", IMPLICIT, ids=[c[0] for c in IMPLICIT])
+def test_implicit_gemm_paths(name, xs, ws, kw, dtype):
+    x = torch.randn(xs, dtype=dtype)
+    w = torch.randn(ws, dtype=dtype)
+    b = torch.randn(ws[0], dtype=dtype)
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+
+
+@pytest.mark.parametrize("kernel", ["avx512", "avx2", "generic"])
+@pytest.mark.parametrize("tiny_tiles", [False, True], ids=["tiles", "tiny_tiles"])
+def test_implicit_gemm_every_panel_width(kernel, tiny_tiles, dtype, monkeypatch):
+    """The panels follow the GEMM kernel's width: forcing each kernel (the AVX2 f64 and generic
+    widths take the scalar packer) and tiles that end mid-panel give torch's answer."""
+    monkeypatch.setenv("PYNN_GEMM_KERNEL", kernel)
+    try:
+        F.conv2d(torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    except RuntimeError as e:
+        assert "cannot run" in str(e) and kernel != "generic"
+        pytest.skip(f"this CPU cannot run the {kernel} kernel")
+    if tiny_tiles:
+        monkeypatch.setattr(conv_op, "_CPU_TILE_ELEMS", 1)
+        monkeypatch.setattr(conv_op, "_CPU_MIN_COLS", 7)
+    for name, xs, ws, kw in IMPLICIT[:5]:
+        x = torch.randn(xs, dtype=dtype)
+        w = torch.randn(ws, dtype=dtype)
+        b = torch.randn(ws[0], dtype=dtype)
+        ours, ref = run_both(x, w, b, kw)
+        check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_implicit_gemm_channels_last_batch1(threads, pool_threads):
+    pool_threads(threads)
+    x = torch.randn(1, 16, 15, 21).to(memory_format=torch.channels_last)
+    w = torch.randn(24, 16, 3, 3)
+    b = torch.randn(24)
+    ours, ref = run_both(x, w, b, dict(padding=1))
+    assert ours[0].is_contiguous(memory_format=torch.channels_last)
+    check_pair(ours, ref, 16 * 9)
