@@ -27,14 +27,15 @@ struct Slots {
 };
 
 Slots check_workspace(const TensorView& ws, const Conv2dGeom& g, int64_t tile_cols,
-                      const char* op) {
+                      const char* op, int64_t extra = 0) {
   check_dim(ws, 2, op, "workspace");
   check_contiguous(ws, op, "workspace");
   PYNN_CHECK(tile_cols > 0, op, ": tile_cols must be positive, got ", tile_cols);
   PYNN_CHECK(ws.sizes[0] >= 1, op, ": workspace needs at least one slot");
   if (!g.pointwise && !g.depthwise)
-    PYNN_CHECK(ws.sizes[1] >= g.kcol * std::min(tile_cols, g.P), op, ": workspace rows hold ",
-               ws.sizes[1], " elements, the column tile needs ", g.kcol * std::min(tile_cols, g.P));
+    PYNN_CHECK(ws.sizes[1] >= g.kcol * std::min(tile_cols, g.P) + extra, op,
+               ": workspace rows hold ", ws.sizes[1], " elements, the column tile needs ",
+               g.kcol * std::min(tile_cols, g.P) + extra);
   return {ws.sizes[0], ws.sizes[1]};
 }
 
@@ -270,11 +271,6 @@ int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols);
 // A panel of nr output positions holds, for each column row r = (c, kh, kw), the nr input
 // values those positions read through r, zero in the padding and past the tile's end.
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYNN_CONV_AVX512 1
-#include <immintrin.h>
-#define PYNN_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))
-
 // Where the packer reads input (c, ih, iw): base + c*cs + (ih - ih_lo)*rs + (iw mod s)*wp +
 // iw div s. At stride 1 along W that is the input itself (s = 1, rs = W, cs = H*W, ih_lo = 0);
 // at stride s > 1 it is a copy of the rows a tile reads with each row split into its s phases
@@ -285,6 +281,85 @@ struct ColumnSource {
   const T* base;
   int64_t ih_lo, rs, cs, wp, s;
 };
+
+// Input rows a tile of output positions reads, and the phase copy's size (ColumnSource).
+struct TileRows {
+  int64_t lo, hi;
+};
+TileRows tile_rows(const Conv2dGeom& g, int64_t p0, int64_t cols) {
+  const int64_t oh0 = p0 / g.OW, oh1 = (p0 + cols - 1) / g.OW;
+  return {std::max<int64_t>(0, oh0 * g.sh - g.pt),
+          std::min<int64_t>(g.H, oh1 * g.sh - g.pt + (g.KH - 1) * g.dh + 1)};
+}
+// At most this many input rows per tile (the tile spans at most (cols-1)/OW + 2 output rows).
+int64_t max_tile_rows(const Conv2dGeom& g, int64_t tile_cols) {
+  const int64_t cols = std::min(tile_cols, g.P);
+  return std::min<int64_t>(g.H, ((cols - 1) / g.OW + 1) * g.sh + (g.KH - 1) * g.dh + 1);
+}
+int64_t phase_elems(const Conv2dGeom& g, int64_t tile_cols) {
+  if (g.P == 0) return 0;
+  if (g.sw == 1) return 0;
+  return g.cin_g * max_tile_rows(g, tile_cols) * g.sw * ((g.W + g.sw - 1) / g.sw);
+}
+
+// Copies the input rows [rows.lo, rows.hi) of cin_g channels into scratch, each row split into
+// its sw phases, and describes the copy.
+template <class T>
+ColumnSource<T> phase_copy(const Conv2dGeom& g, const T* x, TileRows rows, T* scratch) {
+  const int64_t s = g.sw, wp = (g.W + s - 1) / s, n_rows = std::max<int64_t>(0, rows.hi - rows.lo);
+  const ColumnSource<T> src{scratch, rows.lo, s * wp, n_rows * s * wp, wp, s};
+  for (int64_t c = 0; c < g.cin_g; ++c)
+    for (int64_t ih = rows.lo; ih < rows.hi; ++ih) {
+      const T* in = x + c * g.HW + ih * g.W;
+      T* out = scratch + c * src.cs + (ih - rows.lo) * src.rs;
+      for (int64_t ph = 0; ph < s; ++ph)
+        for (int64_t j = 0; j < wp; ++j) {
+          const int64_t iw = j * s + ph;
+          out[ph * wp + j] = iw < g.W ? in[iw] : T(0);
+        }
+    }
+  return src;
+}
+
+// im2col_tile at stride > 1 along W: the strided reads become contiguous runs of a phase copy
+// of the rows the tile reads (scratch: phase_elems(g, p1 - p0) elements).
+template <class T>
+void im2col_tile_strided(const Conv2dGeom& g, const T* x, int64_t p0, int64_t p1, T* col,
+                         T* scratch) {
+  const ColumnSource<T> src = phase_copy(g, x, tile_rows(g, p0, p1 - p0), scratch);
+  const int64_t ld = p1 - p0, kk = g.KH * g.KW;
+  parallel_for(0, g.kcol, kRowGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
+      const int64_t e = kw * g.dw - g.pl;  // iw - ow * sw
+      const int64_t ediv = e >= 0 ? e / src.s : -((-e + src.s - 1) / src.s);
+      const T* sc = src.base + c * src.cs + (e - ediv * src.s) * src.wp + ediv;
+      int64_t lo, hi;
+      conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &lo, &hi);
+      for (int64_t p = p0; p < p1;) {
+        const int64_t oh = p / g.OW, ow0 = p - oh * g.OW;
+        const int64_t ow1 = std::min(g.OW, ow0 + (p1 - p));
+        T* d = col + r * ld + (p - p0);  // holds ow0 .. ow1 - 1
+        const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
+        if (ih < 0 || ih >= g.H) {
+          std::fill(d, d + (ow1 - ow0), T(0));
+        } else {
+          const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
+          std::fill(d, d + (a - ow0), T(0));
+          std::copy(sc + (ih - src.ih_lo) * src.rs + a, sc + (ih - src.ih_lo) * src.rs + b,
+                    d + (a - ow0));
+          std::fill(d + (b - ow0), d + (ow1 - ow0), T(0));
+        }
+        p += ow1 - ow0;
+      }
+    }
+  });
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYNN_CONV_AVX512 1
+#include <immintrin.h>
+#define PYNN_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))
 
 // Per 16 positions of a panel: the ColumnSource index that tap (0, 0) of channel 0 reads less
 // that tap's own offset (may be outside), its ih and iw, and the mask of positions inside the tile. At
@@ -457,25 +532,6 @@ void pack_columns_scalar(const Conv2dGeom& g, const T* x, int64_t p0, int64_t co
   }
 }
 
-// Input rows a tile of output positions reads, and the phase copy's size (ColumnSource).
-struct TileRows {
-  int64_t lo, hi;
-};
-TileRows tile_rows(const Conv2dGeom& g, int64_t p0, int64_t cols) {
-  const int64_t oh0 = p0 / g.OW, oh1 = (p0 + cols - 1) / g.OW;
-  return {std::max<int64_t>(0, oh0 * g.sh - g.pt),
-          std::min<int64_t>(g.H, oh1 * g.sh - g.pt + (g.KH - 1) * g.dh + 1)};
-}
-// At most this many input rows per tile (the tile spans at most (cols-1)/OW + 2 output rows).
-int64_t max_tile_rows(const Conv2dGeom& g, int64_t tile_cols) {
-  const int64_t cols = std::min(tile_cols, g.P);
-  return std::min<int64_t>(g.H, ((cols - 1) / g.OW + 1) * g.sh + (g.KH - 1) * g.dh + 1);
-}
-int64_t phase_elems(const Conv2dGeom& g, int64_t tile_cols) {
-  if (g.sw == 1) return 0;
-  return g.cin_g * max_tile_rows(g, tile_cols) * g.sw * ((g.W + g.sw - 1) / g.sw);
-}
-
 // Columns [p0, p0 + cols) of one group's column matrix as gemm_panels B panels of width nr.
 // `scratch` holds phase_elems(g, tile_cols) elements for the stride > 1 copy.
 template <class T>
@@ -484,21 +540,7 @@ void pack_columns(const Conv2dGeom& g, const T* x, int64_t p0, int64_t cols, int
 #if PYNN_CONV_AVX512
   if (cpu_has_avx512f() && nr % 16 == 0 && nr <= 32) {
     ColumnSource<T> src{x, 0, g.W, g.HW, g.W, 1};
-    if (g.sw > 1) {
-      const TileRows rows = tile_rows(g, p0, cols);
-      const int64_t s = g.sw, wp = (g.W + s - 1) / s, n_rows = std::max<int64_t>(0, rows.hi - rows.lo);
-      src = ColumnSource<T>{scratch, rows.lo, s * wp, n_rows * s * wp, wp, s};
-      for (int64_t c = 0; c < g.cin_g; ++c)
-        for (int64_t ih = rows.lo; ih < rows.hi; ++ih) {
-          const T* in = x + c * g.HW + ih * g.W;
-          T* out = scratch + c * src.cs + (ih - rows.lo) * src.rs;
-          for (int64_t ph = 0; ph < s; ++ph)
-            for (int64_t j = 0; j < wp; ++j) {
-              const int64_t iw = j * s + ph;
-              out[ph * wp + j] = iw < g.W ? in[iw] : T(0);
-            }
-        }
-    }
+    if (g.sw > 1) src = phase_copy(g, x, tile_rows(g, p0, cols), scratch);
     const int64_t reach = (g.OH * g.sh + g.pt + g.KH * g.dh + 1) * src.rs + g.OW + g.KW * g.dw +
                           g.pl + src.s * src.wp + g.cin_g * src.cs;
     if (reach < (int64_t(1) << 31)) return pack_columns_avx512(g, src, p0, cols, nr, Bp);
@@ -698,7 +740,9 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   check_same_dtype(grad_output, grad_weight, op, "grad_output", "grad_weight");
   check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");
-  const Slots slots = check_workspace(workspace, g, tile_cols, op);
+  // at stride > 1 the row after the column tile holds the phase copy (im2col_tile_strided)
+  const Slots slots = check_workspace(workspace, g, tile_cols, op,
+                                      g.pointwise || g.depthwise ? 0 : phase_elems(g, tile_cols));
   const int64_t nt = num_tiles(g, tile_cols);
   const int64_t n_items = g.N * g.G * nt;
   const int64_t n_slots = std::max<int64_t>(1, std::min(slots.count, n_items));
@@ -727,7 +771,10 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
       int64_t b_cs = g.HW;
       if (!g.pointwise) {
         T* col = workspace.ptr<T>() + s * slots.stride;
-        im2col_tile(g, xg, p0, p1, col);
+        if (g.sw > 1)
+          im2col_tile_strided(g, xg, p0, p1, col, col + g.kcol * std::min(tile_cols, g.P));
+        else
+          im2col_tile(g, xg, p0, p1, col);
         bm = col;
         b_cs = cols;
       }

@@ -104,17 +104,21 @@ def _needs_columns(weight, stride, pads, groups) -> bool:
 
 
 def _cpu_workspace(ref, n_outer: int, kcol: int, P: int, columns: bool,
-                   split_tiles: bool = True):
+                   split_tiles: bool = True, phase=None):
     """(tile_cols, slots, workspace) for the CPU kernels.
 
     Work items are n_outer (samples x groups) times the tiles of P output positions, or just
     n_outer when tiles of one item may not run in parallel (the input gradient). One slot per
     thread that can be busy; a single slot lets the kernel parallelise inside the GEMM instead.
+    phase: the weight gradient's (cin_g, H, W, OW, KH, sh, sw, dh), whose im2col at stride > 1
+    reads a phase copy of the tile's input rows kept after the column tile (_phase_elems).
     """
     tile = min(max(P, 1), max(_CPU_MIN_COLS, _CPU_TILE_ELEMS // max(kcol, 1)))
     items = n_outer * (math.ceil(P / tile) if split_tiles else 1)
     slots = max(1, min(_threads(), items))
-    ws = torch.empty((slots, kcol * tile if columns else 0), dtype=ref.dtype, device=ref.device)
+    extra = _phase_elems(*phase, tile) if phase is not None and columns else 0
+    ws = torch.empty((slots, kcol * tile + extra if columns else 0), dtype=ref.dtype,
+                     device=ref.device)
     return tile, slots, ws
 
 
@@ -245,7 +249,8 @@ class Conv2dFunction(torch.autograd.Function):
                 B.launch("conv2d_backward_weight", x, B.view(gy), B.view(x), B.view(grad_weight),
                          B.view(cuda_ws), *ctx.geom)
             else:
-                tile, slots, ws = _cpu_workspace(x, N * groups, kcol, P, columns)
+                phase = (cin_g, H, W, gy.shape[3], KH, stride[0], stride[1], dilation[0])
+                tile, slots, ws = _cpu_workspace(x, N * groups, kcol, P, columns, phase=phase)
                 # per-slot sums of grad_weight (the depthwise loops need none)
                 depthwise = cin_g == 1 and groups > 1
                 partial = (torch.empty((slots, Cout, kcol), dtype=x.dtype)
