@@ -3,6 +3,7 @@
 // a serial GEMM, which keeps every thread on its own cache-sized tile. With a single slot (one
 // sample, or a pool of one) the items run in turn and the GEMM and im2col use the pool instead.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <initializer_list>
 #include <type_traits>
@@ -51,6 +52,18 @@ void for_each_slot(int64_t n_items, int64_t slots, F&& f) {
   parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s)
       for (int64_t it = n_items * s / slots; it < n_items * (s + 1) / slots; ++it) f(s, it);
+  });
+}
+
+// Runs items [0, n_items) on up to `slots` threads that take the next item from a shared
+// counter; f(slot, item). For items that write disjoint outputs: a thread that starts late or is
+// preempted (the machine may be shared) just takes fewer items, and nothing waits for it.
+template <class F>
+void for_each_item_dynamic(int64_t n_items, int64_t slots, F&& f) {
+  slots = std::max<int64_t>(1, std::min(slots, n_items));
+  std::atomic<int64_t> next{0};
+  parallel_for(0, slots, 1, [&](int64_t s0, int64_t) {
+    for (int64_t it = next.fetch_add(1); it < n_items; it = next.fetch_add(1)) f(s0, it);
   });
 }
 
@@ -596,7 +609,7 @@ template <class T>
 void implicit_conv(const Conv2dGeom& g, GemmPanelShape shape, const T* x, const T* Ap,
                    int64_t a_group, const T* b, T* y, T* ws, Slots slots, int64_t tile_cols) {
   const int64_t nt = num_tiles(g, tile_cols);
-  for_each_slot(g.N * g.G * nt, slots.count, [&](int64_t s, int64_t it) {
+  for_each_item_dynamic(g.N * g.G * nt, slots.count, [&](int64_t s, int64_t it) {
     const int64_t t = it % nt, gi = (it / nt) % g.G, n = it / (nt * g.G);
     const int64_t p0 = t * tile_cols, cols = std::min(g.P, p0 + tile_cols) - p0;
     T* Bp = ws + s * slots.stride;

@@ -1,5 +1,5 @@
 #pragma once
-// 2-D convolution (torch.nn.functional.conv2d) as im2col + GEMM.
+// 2-D convolution (torch.nn.functional.conv2d) as GEMMs over column matrices.
 //
 // Every tensor is contiguous NCHW (the Python side makes it so): input [N, C, H, W], weight
 // [Cout, C/groups, KH, KW], output and grad_output [N, Cout, OH, OW]. stride and dilation are
@@ -7,16 +7,22 @@
 // padding is one larger at the end, needs no padded copy of the input. The output size must be
 // torch's floor((H + top + bottom - dil*(KH-1) - 1) / stride) + 1 (and likewise for W).
 //
-// Workspaces are allocated by the caller (torch) and sized by it:
-//  - CPU: `workspace` is [slots, >= C/groups*KH*KW*tile_cols]. Work is split into
-//    (sample, group, tile of `tile_cols` output positions) items; `slots` of them run at once,
-//    each on its own row of the workspace, with the GEMM serial inside. With one slot the GEMM
-//    and im2col run on the whole pool instead. `partial` ([slots, Cout,
-//    C/groups*KH*KW], unused with one slot) holds each slot's share of grad_weight before they
-//    are summed.
-//  - CUDA: `workspace` is [nb, C*KH*KW*OH*OW]: the columns of nb samples at a time.
-//  Neither backend touches the workspace for a 1x1, stride-1, unpadded convolution (the input
-//  is its own column matrix) or a depthwise one (one input channel per group: direct loops).
+// CPU: the forward, and the input gradient at stride 1 (conv2d_input_grad_is_conv: a forward
+// convolution of grad_output with the flipped, channel-swapped kernel), are implicit GEMMs: the
+// weights are packed once into `packed_weight` (>= groups * (rows + 7) * cols elements, rows =
+// output channels per group of that convolution, cols = its C/groups*KH*KW) and each (sample,
+// group, tile of `tile_cols` output positions) item packs its column panels straight from the
+// input into its slot of `workspace`, [slots, >= kcol * round_up(tile_cols, 32) + 16 (+ at
+// stride > 1 along W the phase copy of the tile's input rows, cpu/conv.cpp phase_elems)].
+// The other input gradients (stride > 1) and the weight gradient run im2col / col2im tiles of
+// `workspace` ([slots, >= C/groups*KH*KW*tile_cols (+ phase copy for the weight gradient)])
+// and gemm_cpu; `slots` items run at once, each on its own row, the GEMM serial inside (with
+// one slot the GEMM and im2col use the pool instead). `partial` ([slots, Cout, C/groups*KH*KW],
+// unused with one slot) holds each slot's share of grad_weight before they are summed.
+// CUDA: `workspace` is [nb, C*KH*KW*OH*OW]: the columns of nb samples at a time.
+// Neither backend needs columns for a depthwise convolution (one input channel per group:
+// direct loops), nor the CUDA one and the CPU gradients for a 1x1, stride-1, unpadded one (the
+// input is its own column matrix).
 #include <array>
 #include <cstdint>
 

@@ -1,4 +1,4 @@
-"""conv2d: im2col + GEMM kernels (csrc/cpu/conv.cpp, csrc/cuda/conv.cu, index math in
+"""conv2d: GEMM-based kernels (csrc/cpu/conv.cpp, csrc/cuda/conv.cu, index math in
 csrc/math/conv.h) behind an autograd Function and torch.nn.functional.conv2d's signature.
 
 The kernels take contiguous NCHW tensors; channels_last and other layouts are made contiguous
@@ -6,15 +6,20 @@ here, and the output is returned in the memory format torch would give (channels
 input or the weight is channels_last, float64 on cuda excepted).
 
 Workspaces are allocated here with torch and handed to the kernels:
-- CPU: [slots, C/groups*KH*KW*tile_cols], one row per thread working at once. tile_cols is
-  chosen so that a row holds about _CPU_TILE_ELEMS elements (1 MiB of float32) and never fewer
-  than _CPU_MIN_COLS output positions, so a row is at most
-  max(_CPU_TILE_ELEMS, _CPU_MIN_COLS*C/groups*KH*KW) elements whatever the image size.
-  The weight gradient adds [slots, Cout, C/groups*KH*KW] partial sums when slots > 1.
+- CPU forward, and the input gradient at stride 1 (a forward convolution of grad_output):
+  implicit GEMM. [slots, kcol*tile + 16 (+ phase copy at stride > 1)] column panels packed
+  from the input, one row per thread working at once, kcol*tile <= max(_CPU_PANEL_ELEMS,
+  _CPU_MIN_COLS*kcol) (384 KiB of float32, to stay in L2), plus the packed weights
+  (groups * (rows + 7) * kcol, about the weight's size). The phase copy (stride > 1 along W)
+  holds the input rows one tile reads, at most C/groups * H * (W + stride - 1).
+- CPU weight gradient and strided input gradient: [slots, C/groups*KH*KW*tile_cols (+ phase
+  copy for the weight gradient)], tile_cols chosen so that a row holds about _CPU_TILE_ELEMS
+  elements (1 MiB of float32) and never fewer than _CPU_MIN_COLS output positions. The
+  weight gradient adds [slots, Cout, C/groups*KH*KW] partial sums when slots > 1.
 - CUDA: [nb, C*KH*KW, OH*OW], the columns of nb samples at once, nb chosen so this stays under
   _CUDA_WS_BYTES (at least one sample).
-A 1x1, stride-1, unpadded convolution needs no workspace at all (the input is its own column
-matrix), nor does a depthwise one (one input channel per group), which runs direct loops.
+A depthwise convolution (one input channel per group) runs direct loops without columns, and
+the CPU gradients of a 1x1, stride-1, unpadded one read the input as its own column matrix.
 """
 from __future__ import annotations
 
