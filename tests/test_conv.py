@@ -385,21 +385,24 @@ def test_cuda_element_math_matches_cpu_kernels():
 # Panels are 32 (f32) or 16 (f64) positions wide under AVX-512, 16/8 under AVX2 and 8/4 in the
 # generic kernel; 16-position groups read one or two row segments with masked loads, or
 # gather when they span three rows; stride > 1 reads a phase-split copy of the tile's rows; the
-# input gradient at stride 1 runs as a forward convolution of grad_output.
+# input gradient at stride 1 with >= 8 input channels per group runs as a forward convolution
+# of grad_output.
 IMPLICIT = [
-    # 1 x 1 x 33 x 37: no image row is a multiple of a panel, last panel partial
-    ("edges_odd", (1, 3, 33, 37), (5, 3, 3, 3), dict(padding=1)),
+    # 33 x 37: no image row is a multiple of a panel, last panel partial; 9 input channels, so
+    # the input gradient runs as a convolution (>= 8 channels per group) with a 1-row A edge
+    ("edges_odd", (1, 9, 33, 37), (5, 9, 3, 3), dict(padding=1)),
     # padding on every side, different per side, with dilation: masks at all four borders
-    ("pads_all_sides", (2, 4, 13, 17), (7, 4, 3, 4), dict(padding=(2, 3), dilation=(2, 1))),
+    ("pads_all_sides", (2, 8, 13, 17), (7, 8, 3, 4), dict(padding=(2, 3), dilation=(2, 1))),
     # stride 2 and 3 along W (phase copy) with padding, dilation and an 11-tap kernel
     ("stride_w2", (2, 3, 19, 23), (6, 3, 3, 5), dict(stride=2, padding=2)),
     ("stride_w3_dil", (1, 2, 17, 29), (4, 2, 4, 3), dict(stride=(1, 3), padding=(1, 2),
                                                             dilation=(1, 2))),
     ("alexnet_like", (2, 3, 35, 35), (9, 3, 11, 11), dict(stride=4, padding=2)),
     # rows of 5 outputs: 16 positions span four rows (gather), groups with 9 output channels
-    ("narrow_rows_groups", (2, 6, 5, 5), (9, 2, 2, 2), dict(groups=3, padding=1)),
-    # pad larger than the kernel's reach: the input gradient takes GEMM + col2im instead
-    ("pad_beyond_kernel", (1, 2, 6, 7), (3, 2, 2, 2), dict(padding=2)),
+    ("narrow_rows_groups", (2, 24, 5, 5), (9, 8, 2, 2), dict(groups=3, padding=1)),
+    # the input gradient takes GEMM + col2im: pad beyond the kernel's reach, or < 8 channels
+    ("pad_beyond_kernel", (1, 8, 6, 7), (3, 8, 2, 2), dict(padding=2)),
+    ("few_channels", (2, 3, 10, 11), (4, 3, 3, 3), dict(padding=1)),
     # output channels past one A panel (8) with a remainder; 1x1 rows that straddle groups
     ("cout_19_1x1", (3, 24, 9, 11), (19, 24, 1, 1), {}),
 ]

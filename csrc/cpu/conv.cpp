@@ -690,7 +690,7 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
     const T* w = weight.ptr<T>();
     T* gx = grad_input.ptr<T>();
     if (g.depthwise) return depthwise_backward_input(g, gy, w, gx);
-    if (conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW)) {
+    if (conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g)) {
       // At stride 1 the input gradient is itself a convolution: of grad_output, padded by
       // dil*(K-1) - pad, with the kernel flipped and its channel axes swapped per group. It
       // then runs the forward's implicit GEMM, with no column matrix or scatter.
