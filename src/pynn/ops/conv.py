@@ -200,6 +200,9 @@ class Conv2dFunction(torch.autograd.Function):
             depthwise = w.shape[1] == 1 and groups > 1
             if depthwise:
                 tile, ws, packed = 1, x.new_empty((1, 0)), x.new_empty(0)
+            elif not columns:  # 1x1, stride 1, unpadded: gemm_cpu straight from the input
+                tile, _, ws = _cpu_workspace(x, N * groups, C // groups, OH * OW, False)
+                packed = x.new_empty(0)
             else:
                 phase = (C // groups, H, W, OW, KH, stride[0], stride[1], dilation[0])
                 tile, ws, packed = _cpu_panel_workspace(x, N * groups, (C // groups) * KH * KW,
