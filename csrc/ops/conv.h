@@ -21,8 +21,9 @@
 // unused with one slot) holds each slot's share of grad_weight before they are summed.
 // CUDA: `workspace` is [nb, C*KH*KW*OH*OW]: the columns of nb samples at a time.
 // Neither backend needs columns for a depthwise convolution (one input channel per group:
-// direct loops), nor the CUDA one and the CPU gradients for a 1x1, stride-1, unpadded one (the
-// input is its own column matrix).
+// direct loops), nor either for a 1x1, stride-1, unpadded one (the input is its own column
+// matrix; on the CPU its forward is gemm_cpu per tile, its gradients the GEMM paths above, and
+// the input gradient of fewer than 8 channels per group is GEMM + col2im as well).
 #include <array>
 #include <cstdint>
 

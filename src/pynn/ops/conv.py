@@ -6,8 +6,8 @@ here, and the output is returned in the memory format torch would give (channels
 input or the weight is channels_last, float64 on cuda excepted).
 
 Workspaces are allocated here with torch and handed to the kernels:
-- CPU forward, and the input gradient at stride 1 (a forward convolution of grad_output):
-  implicit GEMM. [slots, kcol*tile + 16 (+ phase copy at stride > 1)] column panels packed
+- CPU forward (except 1x1, stride 1, unpadded), and the input gradient at stride 1 with >= 8
+  channels per group (a forward convolution of grad_output): implicit GEMM. [slots, kcol*tile + 16 (+ phase copy at stride > 1)] column panels packed
   from the input, one row per thread working at once, kcol*tile <= max(_CPU_PANEL_ELEMS,
   _CPU_MIN_COLS*kcol) (384 KiB of float32, to stay in L2), plus the packed weights
   (groups * (rows + 7) * kcol, about the weight's size). The phase copy (stride > 1 along W)
@@ -19,7 +19,8 @@ Workspaces are allocated here with torch and handed to the kernels:
 - CUDA: [nb, C*KH*KW, OH*OW], the columns of nb samples at once, nb chosen so this stays under
   _CUDA_WS_BYTES (at least one sample).
 A depthwise convolution (one input channel per group) runs direct loops without columns, and
-the CPU gradients of a 1x1, stride-1, unpadded one read the input as its own column matrix.
+a 1x1, stride-1, unpadded one reads the input as its own column matrix (CPU forward: gemm_cpu
+per tile, no workspace).
 """
 from __future__ import annotations
 
