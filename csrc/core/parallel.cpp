@@ -1,5 +1,14 @@
 #include "core/parallel.h"
 
+// Two implementations of one interface. Built with OpenMP (the default wherever the compiler
+// has it), parallel work runs on the OpenMP runtime. pynn imports torch before its own module,
+// and torch's CPU builds bring their libgomp under the soname libgomp.so.1, which is the
+// soname this module asks for, so the loader hands both the same runtime and the same worker
+// threads: pynn's regions and torch's then take turns on one team of workers instead of two
+// pools competing for the cores. (With separate pools, libgomp's workers spin-wait after each
+// torch op on the cores our workers need next: benchmarks/omp_spin.py measured +79% on a
+// LeNet-sized convolution right after a 7 us torch op.) Without OpenMP, a pool of our own.
+
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
@@ -9,6 +18,82 @@
 #include <immintrin.h>
 #endif
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+
+namespace pynn {
+namespace {
+
+thread_local bool t_in_parallel = false;
+std::atomic<int> g_num_threads{std::max(1, omp_get_max_threads())};
+
+// Marks the calling thread as inside one of our regions for its lifetime.
+struct RegionScope {
+  bool was = t_in_parallel;
+  RegionScope() { t_in_parallel = true; }
+  ~RegionScope() { t_in_parallel = was; }
+};
+
+// Serial when nested in one of our regions or in anyone's OpenMP region (a torch op's).
+bool must_run_serially() { return t_in_parallel || omp_in_parallel(); }
+
+}  // namespace
+
+int get_num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+void set_num_threads(int n) { g_num_threads.store(std::max(n, 1), std::memory_order_relaxed); }
+bool in_parallel_region() { return t_in_parallel; }
+
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& f) {
+  if (end <= begin) return;
+  const int64_t n = end - begin;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, get_num_threads());
+  if (chunks <= 1 || must_run_serially()) {
+    f(begin, end);
+    return;
+  }
+  const int64_t step = (n + chunks - 1) / chunks;
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+#pragma omp parallel num_threads(static_cast<int>(chunks))
+  {
+    RegionScope scope;
+    // Chunks are claimed, not assigned: a team smaller than asked for, or a thread the OS
+    // runs late, still covers every chunk.
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      const int64_t b = begin + i * step, e = std::min(end, b + step);
+      if (b >= e) continue;
+      try {
+        f(b, e);
+      } catch (...) {
+        if (!failed.exchange(true)) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
+  nthreads = std::min(nthreads, get_num_threads());
+  if (nthreads <= 1 || must_run_serially()) {
+    f(0, 1);
+    return;
+  }
+  // The threads of one OpenMP team run at the same time, so f may wait at a SpinBarrier; it
+  // splits its work by the team size it is given, which may be smaller than asked for.
+#pragma omp parallel num_threads(nthreads)
+  {
+    RegionScope scope;
+    f(omp_get_thread_num(), omp_get_num_threads());
+  }
+}
+
+}  // namespace pynn
+
+#else  // no OpenMP: our own pool
 
 namespace pynn {
 namespace {
@@ -165,6 +250,12 @@ void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
   std::function<void(int)> task = [&](int i) { f(i, nthreads); };
   if (!pool().run(nthreads, task)) f(0, 1);
 }
+
+}  // namespace pynn
+
+#endif  // _OPENMP
+
+namespace pynn {
 
 unsigned SpinBarrier::arrive() {
   const unsigned phase = phase_.load(std::memory_order_relaxed);
