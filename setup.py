@@ -4,6 +4,8 @@ Environment:
   PYNN_CUDA=0|1              force the CUDA kernels off / on (on fails without nvcc);
                              unset: built whenever CMake finds a CUDA compiler.
   CMAKE_CUDA_ARCHITECTURES   GPU targets, e.g. "90" or "80;90" (default "90": SASS + PTX for sm_90).
+  PYNN_OPENMP=0              CPU parallel regions on pynn's own thread pool instead of OpenMP
+                             (default: OpenMP, sharing torch's runtime, where the compiler has it).
   PYNN_BUILD_TYPE            CMake build type (default Release).
   PYNN_BUILD_DIR             where CMake builds (default build/temp.*); reused between builds.
   MAX_JOBS                   parallel compile jobs.
@@ -41,6 +43,8 @@ class CMakeBuild(build_ext):
         cuda = os.environ.get("PYNN_CUDA")
         if cuda is not None:
             args.append(f"-DPYNN_CUDA={'ON' if cuda.strip() not in ('0', 'OFF', 'off', '') else 'OFF'}")
+        if os.environ.get("PYNN_OPENMP", "").strip() in ("0", "OFF", "off"):
+            args.append("-DPYNN_OPENMP=OFF")
         if os.environ.get("CMAKE_CUDA_ARCHITECTURES"):
             args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['CMAKE_CUDA_ARCHITECTURES']}")
         subprocess.check_call(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args])

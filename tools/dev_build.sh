@@ -11,5 +11,6 @@ ARGS=(-G Ninja -DCMAKE_BUILD_TYPE=${PYNN_BUILD_TYPE:-Release}
 if [[ -n "${PYNN_CUDA:-}" ]]; then
   if [[ "$PYNN_CUDA" == 0 ]]; then ARGS+=(-DPYNN_CUDA=OFF); else ARGS+=(-DPYNN_CUDA=ON); fi
 fi
+[[ "${PYNN_OPENMP:-}" == 0 ]] && ARGS+=(-DPYNN_OPENMP=OFF)
 cmake -S . -B "$BUILD_DIR" "${ARGS[@]}" >/dev/null
 cmake --build "$BUILD_DIR"
