@@ -8,7 +8,9 @@
    work, torch would lose cycles after the first and not after the other two; a slowdown that
    the idle gap shows as well comes from torch's own threads having gone to sleep.
 2. The reverse: a pynn op alone and right after a torch op or an idle gap (OpenMP workers may
-   spin-wait after a region, OMP_WAIT_POLICY / KMP_BLOCKTIME, and take cycles from us).
+   spin-wait after a region, OMP_WAIT_POLICY / KMP_BLOCKTIME, and take cycles from us). For
+   kernels shorter than that spin, alternating call by call hides it (the spin reaches the
+   back-to-back baseline too): benchmarks/omp_spin.py measures that case in loops.
 3. pynn's pool follows torch.set_num_threads (synced before every CPU launch):
    pynn.get_num_threads() and the time of a pynn linear at 1 thread and torch's default.
 
