@@ -629,24 +629,27 @@ struct Problem {
   int64_t c_rs;
 };
 
-// C[0:mc, 0:nc] = alpha * Ap @ Bp + beta * C for one packed MC x KC block of A and KC x NC
-// block of B: the micro-panels of A outer, the B panels streaming past each one.
+// C[0:mc, 0:nc] = alpha * Ap @ Bp + beta * C over kc values of k: the micro-panels of A outer,
+// the B panels streaming past each one. Micro-panel r of A starts at Ap + r * MR * a_len and
+// micro-panel j of B at Bp + j * NR * b_len, where a_len / b_len is the k length a panel holds:
+// kc for the blocks gemm_cpu packs per K slice, the whole K for panels packed once.
 template <class T>
 void macro_block(const Plan<T>& pl, int64_t mc, int64_t nc, int64_t kc, const T* Ap,
-                 const T* Bp, T alpha, T beta, T* C, int64_t c_rs) {
+                 int64_t a_len, const T* Bp, int64_t b_len, T alpha, T beta, T* C, int64_t c_rs) {
   const int MR = pl.mr, NR = pl.nr;
   alignas(64) T edge[8 * 32];  // an MR x NR tile for the N edge (MR <= 8, NR <= 32)
   for (int64_t ir = 0; ir < mc; ir += MR) {
     const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-    const T* a = Ap + ir * kc;
+    const T* a = Ap + ir * a_len;
     T* c_row = C + ir * c_rs;
     for (int64_t jr = 0; jr < nc; jr += NR) {
       const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+      const T* b = Bp + jr * b_len;
       if (cols == NR) {
-        pl.kernel(rows, kc, a, Bp + jr * kc, c_row + jr, c_rs, alpha, beta);
+        pl.kernel(rows, kc, a, b, c_row + jr, c_rs, alpha, beta);
         continue;
       }
-      pl.kernel(rows, kc, a, Bp + jr * kc, edge, NR, T(1), T(0));
+      pl.kernel(rows, kc, a, b, edge, NR, T(1), T(0));
       for (int i = 0; i < rows; ++i) {
         T* c = c_row + jr + i * c_rs;
         const T* e = edge + i * NR;
@@ -682,7 +685,8 @@ void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, i
       for (int64_t jc = n0; jc < n1; jc += NC) {
         const int64_t nc = std::min(NC, n1 - jc);
         pl.pack_b(kc, nc, p.B + pc * p.b_rs + jc * p.b_cs, p.b_rs, p.b_cs, Bp);
-        macro_block(pl, mc, nc, kc, Ap, Bp, p.alpha, beta, p.C + ic * p.c_rs + jc, p.c_rs);
+        macro_block(pl, mc, nc, kc, Ap, kc, Bp, kc, p.alpha, beta, p.C + ic * p.c_rs + jc,
+                    p.c_rs);
       }
     }
   }
@@ -823,19 +827,15 @@ void GemmPacking<T>::multiply(int64_t M, int64_t N, int64_t K, T alpha, const T*
   if (M <= 0 || N <= 0) return;
   const Plan<T>& pl = as_plan<T>(plan_);
   if (K <= 0 || alpha == T(0)) {
-    for (int64_t i = 0; i < M; ++i) {
-      T* c = C + i * c_rs;
-      if (beta == T(0))
-        std::fill(c, c + N, T(0));
-      else
-        for (int64_t j = 0; j < N; ++j) c[j] *= beta;
-    }
+    scale_c(M, N, beta, C, c_rs);
     return;
   }
   const int64_t Mp = round_up(M, pl.mr), Np = round_up(N, pl.nr);
-  for (int64_t pc = 0; pc < K; pc += pl.kc)
-    macro_block(pl, M, N, std::min(pl.kc, K - pc), Ap + pc * Mp, Bp + pc * Np, alpha,
-                pc == 0 ? beta : T(1), C, c_rs);
+  for (int64_t pc = 0; pc < K; pc += pl.kc) {
+    const int64_t kc = std::min(pl.kc, K - pc);
+    macro_block(pl, M, N, kc, Ap + pc * Mp, kc, Bp + pc * Np, kc, alpha, pc == 0 ? beta : T(1),
+                C, c_rs);
+  }
 }
 
 template class GemmPacking<float>;
@@ -862,46 +862,20 @@ void gemm_panels(GemmPanelShape shape, int64_t M, int64_t N, int64_t K, const T*
                  T beta, T* C, int64_t c_rs) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * c_rs + j] = beta == T(0) ? T(0) : beta * C[i * c_rs + j];
+    scale_c(M, N, beta, C, c_rs);
     return;
   }
   const Plan<T>& pl = plan_for<T>(select_isa());
   PYNN_CHECK(pl.mr == shape.mr && pl.nr == shape.nr, "gemm_panels: panels packed for mr x nr = ",
              shape.mr, " x ", shape.nr, ", the selected kernel uses ", pl.mr, " x ", pl.nr);
-  const int MR = pl.mr, NR = pl.nr;
   const int64_t slices = (K + pl.kc - 1) / pl.kc;
   const int64_t KC = (K + slices - 1) / slices;
-  const int64_t NC = std::max<int64_t>(NR, pl.nc / NR * NR);
-  alignas(64) T edge[8 * 32];  // an MR x NR tile for the N edge (MR <= 8, NR <= 32)
+  const int64_t NC = std::max<int64_t>(pl.nr, pl.nc / pl.nr * pl.nr);
   for (int64_t pc = 0; pc < K; pc += KC) {
     const int64_t kc = std::min(KC, K - pc);
-    const T b = pc == 0 ? beta : T(1);
-    for (int64_t jc = 0; jc < N; jc += NC) {
-      const int64_t nc = std::min(NC, N - jc);
-      for (int64_t ir = 0; ir < M; ir += MR) {
-        const int rows = static_cast<int>(std::min<int64_t>(MR, M - ir));
-        const T* a = Ap + ir * K + pc * MR;
-        T* c_row = C + ir * c_rs + jc;
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const T* bp = Bp + (jc + jr) * K + pc * NR;
-          const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-          if (cols == NR) {
-            pl.kernel(rows, kc, a, bp, c_row + jr, c_rs, T(1), b);
-            continue;
-          }
-          pl.kernel(rows, kc, a, bp, edge, NR, T(1), T(0));
-          for (int i = 0; i < rows; ++i) {
-            T* c = c_row + jr + i * c_rs;
-            const T* e = edge + i * NR;
-            if (b == T(0))
-              for (int j = 0; j < cols; ++j) c[j] = e[j];
-            else
-              for (int j = 0; j < cols; ++j) c[j] = e[j] + b * c[j];
-          }
-        }
-      }
-    }
+    for (int64_t jc = 0; jc < N; jc += NC)
+      macro_block(pl, M, std::min(NC, N - jc), kc, Ap + pc * pl.mr, K, Bp + jc * K + pc * pl.nr,
+                  K, T(1), pc == 0 ? beta : T(1), C + jc, c_rs);
   }
 }
 
