@@ -21,12 +21,12 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
 
 namespace pynn {
 namespace {
 
 thread_local bool t_in_parallel = false;
-std::atomic<int> g_num_threads{std::max(1, omp_get_max_threads())};
 
 // Marks the calling thread as inside one of our regions for its lifetime.
 struct RegionScope {
@@ -35,70 +35,39 @@ struct RegionScope {
   ~RegionScope() { t_in_parallel = was; }
 };
 
-// Serial when nested in one of our regions or in anyone's OpenMP region (a torch op's).
-bool must_run_serially() { return t_in_parallel || omp_in_parallel(); }
+}  // namespace
+
+// ---- the backend: a team of threads that run at the same time ------------------------------
+// run_team(n, fn) runs fn(thread, team_size) once on each thread of a team of at most n
+// threads, all running at the same time, and returns true; or returns false, having run
+// nothing, when no team can be formed now. nested() says that the caller is already inside a
+// region, where work runs serially.
+
+#ifdef _OPENMP
+namespace {
+
+std::atomic<int> g_num_threads{std::max(1, omp_get_max_threads())};
+
+// Inside one of our regions, or inside anyone's OpenMP region (a torch op's).
+bool nested() { return t_in_parallel || omp_in_parallel(); }
+
+bool run_team(int n, const std::function<void(int, int)>& fn) {
+  // The team may be smaller than asked for; fn splits its work by the size it is given.
+#pragma omp parallel num_threads(n)
+  {
+    RegionScope scope;
+    fn(omp_get_thread_num(), omp_get_num_threads());
+  }
+  return true;
+}
 
 }  // namespace
 
 int get_num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
 void set_num_threads(int n) { g_num_threads.store(std::max(n, 1), std::memory_order_relaxed); }
-bool in_parallel_region() { return t_in_parallel; }
-
-void parallel_for(int64_t begin, int64_t end, int64_t grain,
-                  const std::function<void(int64_t, int64_t)>& f) {
-  if (end <= begin) return;
-  const int64_t n = end - begin;
-  grain = std::max<int64_t>(grain, 1);
-  const int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, get_num_threads());
-  if (chunks <= 1 || must_run_serially()) {
-    f(begin, end);
-    return;
-  }
-  const int64_t step = (n + chunks - 1) / chunks;
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::atomic<bool> failed{false};
-#pragma omp parallel num_threads(static_cast<int>(chunks))
-  {
-    RegionScope scope;
-    // Chunks are claimed, not assigned: a team smaller than asked for, or a thread the OS
-    // runs late, still covers every chunk.
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-      const int64_t b = begin + i * step, e = std::min(end, b + step);
-      if (b >= e) continue;
-      try {
-        f(b, e);
-      } catch (...) {
-        if (!failed.exchange(true)) error = std::current_exception();
-      }
-    }
-  }
-  if (error) std::rethrow_exception(error);
-}
-
-void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
-  nthreads = std::min(nthreads, get_num_threads());
-  if (nthreads <= 1 || must_run_serially()) {
-    f(0, 1);
-    return;
-  }
-  // The threads of one OpenMP team run at the same time, so f may wait at a SpinBarrier; it
-  // splits its work by the team size it is given, which may be smaller than asked for.
-#pragma omp parallel num_threads(nthreads)
-  {
-    RegionScope scope;
-    f(omp_get_thread_num(), omp_get_num_threads());
-  }
-}
-
-}  // namespace pynn
 
 #else  // no OpenMP: our own pool
-
-namespace pynn {
 namespace {
-
-thread_local bool t_in_parallel = false;
 
 class ThreadPool {
  public:
@@ -214,10 +183,24 @@ ThreadPool& pool() {
   return *p;
 }
 
+bool nested() { return t_in_parallel; }
+
+// Each pool thread (the caller included) claims one task at a time and only claims another once
+// its task has returned, which a team member's task does only after every other member has
+// passed all its barriers: so n <= pool size tasks always end up on n distinct threads.
+bool run_team(int n, const std::function<void(int, int)>& fn) {
+  return pool().run(n, [&](int i) { fn(i, n); });
+}
+
 }  // namespace
 
 int get_num_threads() { return pool().size(); }
 void set_num_threads(int n) { pool().resize(n); }
+
+#endif  // _OPENMP
+
+// ---- the interface, on either backend -------------------------------------------------------
+
 bool in_parallel_region() { return t_in_parallel; }
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
@@ -225,37 +208,36 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain,
   if (end <= begin) return;
   const int64_t n = end - begin;
   grain = std::max<int64_t>(grain, 1);
-  int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, get_num_threads());
-  if (chunks <= 1 || t_in_parallel) {
+  const int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, get_num_threads());
+  if (chunks <= 1 || nested()) {
     f(begin, end);
     return;
   }
   const int64_t step = (n + chunks - 1) / chunks;
-  std::function<void(int)> task = [&](int i) {
-    int64_t b = begin + i * step, e = std::min(end, b + step);
-    if (b < e) f(b, e);
-  };
-  if (!pool().run(static_cast<int>(chunks), task)) f(begin, end);
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  // Chunks are claimed, not assigned: a team smaller than asked for, or a thread the OS runs
+  // late, still covers every chunk.
+  const bool ran = run_team(static_cast<int>(chunks), [&](int, int) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      const int64_t b = begin + i * step, e = std::min(end, b + step);
+      if (b >= e) continue;
+      try {
+        f(b, e);
+      } catch (...) {
+        if (!failed.exchange(true)) error = std::current_exception();
+      }
+    }
+  });
+  if (!ran) f(begin, end);
+  if (error) std::rethrow_exception(error);
 }
 
 void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
   nthreads = std::min(nthreads, get_num_threads());
-  if (nthreads <= 1 || t_in_parallel) {
-    f(0, 1);
-    return;
-  }
-  // Each pool thread (the caller included) claims one task at a time and only claims another
-  // once its task has returned, which a task does only after every other task has passed all
-  // its barriers: so nthreads <= pool size tasks always end up on nthreads distinct threads.
-  std::function<void(int)> task = [&](int i) { f(i, nthreads); };
-  if (!pool().run(nthreads, task)) f(0, 1);
+  if (nthreads <= 1 || nested() || !run_team(nthreads, f)) f(0, 1);
 }
-
-}  // namespace pynn
-
-#endif  // _OPENMP
-
-namespace pynn {
 
 unsigned SpinBarrier::arrive() {
   const unsigned phase = phase_.load(std::memory_order_relaxed);
