@@ -162,13 +162,6 @@ def _cpu_panel_workspace(ref, n_outer: int, kcol: int, P: int, rows: int, groups
     return tile, ws, packed
 
 
-def _input_grad_is_conv(stride, pads, dilation, KH, KW, cin_g) -> bool:
-    """csrc/ops/conv.h conv2d_input_grad_is_conv: the CPU input gradient runs as a forward
-    convolution of grad_output (implicit GEMM) rather than GEMM + col2im."""
-    return (cin_g >= 8 and stride == (1, 1) and max(pads[0], pads[1]) <= dilation[0] * (KH - 1)
-            and max(pads[2], pads[3]) <= dilation[1] * (KW - 1))
-
-
 def _cuda_workspace(ref, n, ckk, P, columns):
     if not columns or n == 0:
         return torch.empty((1, 0), dtype=ref.dtype, device=ref.device)
@@ -241,7 +234,8 @@ class Conv2dFunction(torch.autograd.Function):
                          B.view(cuda_ws), *ctx.geom)
             else:
                 depthwise = cin_g == 1 and groups > 1
-                if not depthwise and _input_grad_is_conv(stride, pads, dilation, KH, KW, cin_g):
+                if not depthwise and B._C.conv2d_input_grad_is_conv(stride, pads, dilation,
+                                                                     KH, KW, cin_g):
                     tile, ws, packed = _cpu_panel_workspace(
                         x, N * groups, (Cout // groups) * KH * KW, H * W, cin_g, groups)
                 else:
