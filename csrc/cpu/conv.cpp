@@ -68,16 +68,18 @@ void for_each_item_dynamic(int64_t n_items, int64_t slots, F&& f) {
 }
 
 // col[r, p - p0] = the input value that output position p (flattened oh*OW + ow) reads through
-// column row r = (c, kh, kw), or 0 in the padding. x is one group of one sample, [cin_g, H, W].
-template <class T>
-void im2col_tile(const Conv2dGeom& g, const T* x, int64_t p0, int64_t p1, T* col) {
+// column row r = (c, kh, kw), or 0 in the padding. The skeleton shared by both im2col variants:
+// row_source(c, kw) gives, for one column row, a copy(ih, a, b, dst) that writes the values of
+// output columns [a, b) of input row ih (all of them in bounds) to dst.
+template <class T, class RowSource>
+void im2col_rows(const Conv2dGeom& g, int64_t p0, int64_t p1, T* col, const RowSource& row_source) {
   const int64_t ld = p1 - p0, kk = g.KH * g.KW;
   parallel_for(0, g.kcol, kRowGrain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
+      const auto copy = row_source(c, kw);
       int64_t lo, hi;
       conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &lo, &hi);
-      const T* src = x + c * g.HW;
       for (int64_t p = p0; p < p1;) {
         const int64_t oh = p / g.OW, ow0 = p - oh * g.OW;
         const int64_t ow1 = std::min(g.OW, ow0 + (p1 - p));
@@ -88,17 +90,27 @@ void im2col_tile(const Conv2dGeom& g, const T* x, int64_t p0, int64_t p1, T* col
         } else {
           const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
           std::fill(d, d + (a - ow0), T(0));
-          const T* s = src + ih * g.W + conv_in_index(a, kw, g.sw, g.pl, g.dw);
-          T* da = d + (a - ow0);
-          if (g.sw == 1)
-            std::copy(s, s + (b - a), da);
-          else
-            for (int64_t j = 0; j < b - a; ++j) da[j] = s[j * g.sw];
-          std::fill(da + (b - a), d + (ow1 - ow0), T(0));
+          copy(ih, a, b, d + (a - ow0));
+          std::fill(d + (b - ow0), d + (ow1 - ow0), T(0));
         }
         p += ow1 - ow0;
       }
     }
+  });
+}
+
+// im2col reading the input directly (x is one group of one sample, [cin_g, H, W]).
+template <class T>
+void im2col_tile(const Conv2dGeom& g, const T* x, int64_t p0, int64_t p1, T* col) {
+  im2col_rows(g, p0, p1, col, [&](int64_t c, int64_t kw) {
+    const T* src = x + c * g.HW;
+    return [&g, src, kw](int64_t ih, int64_t a, int64_t b, T* dst) {
+      const T* s = src + ih * g.W + conv_in_index(a, kw, g.sw, g.pl, g.dw);
+      if (g.sw == 1)
+        std::copy(s, s + (b - a), dst);
+      else
+        for (int64_t j = 0; j < b - a; ++j) dst[j] = s[j * g.sw];
+    };
   });
 }
 
@@ -340,32 +352,14 @@ template <class T>
 void im2col_tile_strided(const Conv2dGeom& g, const T* x, int64_t p0, int64_t p1, T* col,
                          T* scratch) {
   const ColumnSource<T> src = phase_copy(g, x, tile_rows(g, p0, p1 - p0), scratch);
-  const int64_t ld = p1 - p0, kk = g.KH * g.KW;
-  parallel_for(0, g.kcol, kRowGrain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t c = r / kk, kh = (r / g.KW) % g.KH, kw = r % g.KW;
-      const int64_t e = kw * g.dw - g.pl;  // iw - ow * sw
-      const int64_t ediv = e >= 0 ? e / src.s : -((-e + src.s - 1) / src.s);
-      const T* sc = src.base + c * src.cs + (e - ediv * src.s) * src.wp + ediv;
-      int64_t lo, hi;
-      conv_valid_out_range(kw, g.W, g.OW, g.sw, g.pl, g.dw, &lo, &hi);
-      for (int64_t p = p0; p < p1;) {
-        const int64_t oh = p / g.OW, ow0 = p - oh * g.OW;
-        const int64_t ow1 = std::min(g.OW, ow0 + (p1 - p));
-        T* d = col + r * ld + (p - p0);  // holds ow0 .. ow1 - 1
-        const int64_t ih = conv_in_index(oh, kh, g.sh, g.pt, g.dh);
-        if (ih < 0 || ih >= g.H) {
-          std::fill(d, d + (ow1 - ow0), T(0));
-        } else {
-          const int64_t a = std::clamp(lo, ow0, ow1), b = std::clamp(hi, a, ow1);
-          std::fill(d, d + (a - ow0), T(0));
-          std::copy(sc + (ih - src.ih_lo) * src.rs + a, sc + (ih - src.ih_lo) * src.rs + b,
-                    d + (a - ow0));
-          std::fill(d + (b - ow0), d + (ow1 - ow0), T(0));
-        }
-        p += ow1 - ow0;
-      }
-    }
+  im2col_rows(g, p0, p1, col, [&](int64_t c, int64_t kw) {
+    const int64_t e = kw * g.dw - g.pl;  // iw - ow * sw
+    const int64_t ediv = e >= 0 ? e / src.s : -((-e + src.s - 1) / src.s);
+    const T* sc = src.base + c * src.cs + (e - ediv * src.s) * src.wp + ediv;
+    return [&src, sc](int64_t ih, int64_t a, int64_t b, T* dst) {
+      const T* row = sc + (ih - src.ih_lo) * src.rs;
+      std::copy(row + a, row + b, dst);
+    };
   });
 }
 
