@@ -57,3 +57,16 @@ def test_apply_sees_gradients_in_nested_arguments():
     w = torch.ones(2, requires_grad=True)
     assert B._requires_grad([1, (torch.ones(1), [w])])
     assert not B._requires_grad([1, (torch.ones(1), [w.detach()])])
+
+
+def test_no_autograd_node_is_built_when_no_gradient_can_flow(device, monkeypatch):
+    """The forward-only path is really taken: with Function.apply made to fail, every op still
+    runs under no_grad and on inputs that require no grad."""
+    def refuse(cls, *args):
+        raise AssertionError(f"{cls.__name__}.apply called although no gradient can flow")
+    monkeypatch.setattr(torch.autograd.Function, "apply", classmethod(refuse))
+    x = torch.randn(2, 3, 4, 5, device=device, dtype=torch.float64)
+    for name, op in OPS.items():
+        op(x)
+        with torch.no_grad():
+            op(x.clone().requires_grad_())
