@@ -19,7 +19,9 @@
 # Environment: PYTHON (default python3), MAX_JOBS (default nproc), GPU_CHECK_ARCH (overrides
 #   CMAKE_CUDA_ARCHITECTURES), GPU_CHECK_PYTEST_ARGS (default "tests"), GPU_CHECK_BENCH_ARGS (extra
 #   arguments for python -m pynn.bench), GPU_CHECK_XDIST (pytest-xdist workers, 0 = off, default 8
-#   when pytest-xdist is installed), GPU_CHECK_BUDGET (seconds).
+#   when pytest-xdist is installed), GPU_CHECK_BUDGET (seconds), GPU_CHECK_COMMIT (the commit to name
+#   in the report when the tree was copied without its own .git), GPU_CHECK_SUFFIX (appended to the
+#   report's name, for a second check on the same day and GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -75,13 +77,18 @@ fi
 NVCC=$( (nvcc --version 2>/dev/null || echo "nvcc not found") | grep -E 'release|not found' | first_line)
 read -r PYVER TORCH < <("$PYTHON" -c 'import platform, torch
 print(platform.python_version(), torch.__version__, "(CUDA", str(torch.version.cuda) + ")")' 2>&1 | first_line)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && COMMIT="$COMMIT, uncommitted changes"
+if [[ -n ${GPU_CHECK_COMMIT:-} ]]; then  # a copied tree whose .git is not the tree's own history
+  COMMIT="$GPU_CHECK_COMMIT (given by GPU_CHECK_COMMIT)"
+else
+  COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && COMMIT="$COMMIT, uncommitted changes"
+fi
 DATE=$(date -u +%Y-%m-%d) STAMP=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 SLUG=$(echo "$GPU_NAME" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-+//; s/-+$//')
 mkdir -p "$REPORT_DIR"
-REPORT="$REPORT_DIR/gpu-check-$DATE-$SLUG.md"
-BENCH_OUT="$REPORT_DIR/gpu-check-$DATE-$SLUG"
+NAME="gpu-check-$DATE-$SLUG${GPU_CHECK_SUFFIX:-}"
+REPORT="$REPORT_DIR/$NAME.md"
+BENCH_OUT="$REPORT_DIR/$NAME"
 say "GPU $GPU_NAME (cc $GPU_CC, driver $GPU_DRIVER); $NVCC; torch $TORCH; report $REPORT"
 
 # ---- 1. build, for this GPU only
