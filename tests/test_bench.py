@@ -370,7 +370,10 @@ def test_gpu_check_dry_run_reports_and_fails_on_test_failure(tmp_path):
     tests.mkdir()
     (tests / "test_probe.py").write_text("def test_ok():\n    pass\n\n"
                                          "def test_broken():\n    assert 1 == 2\n")
-    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_PYTEST_ARGS=f"{tests} -p no:cacheprovider", GPU_CHECK_XDIST="0",
+    # the script's own settings only, whatever the shell that runs pytest exports
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_CHECK_")}
+    env.update(PYTHON=sys.executable, GPU_CHECK_PYTEST_ARGS=f"{tests} -p no:cacheprovider",
+               GPU_CHECK_XDIST="0", GPU_CHECK_COMMIT="abc1234", GPU_CHECK_SUFFIX="-probe",
                GPU_CHECK_BENCH_ARGS="--only relu/32x64x56x56/forward " + " ".join(TINY))
     # the in-place build when there is one (development), else the installed package (CI)
     if list((ROOT / "src" / "pynn").glob("_C*.so")):
@@ -379,11 +382,11 @@ def test_gpu_check_dry_run_reports_and_fails_on_test_failure(tmp_path):
                            "--report-dir", str(tmp_path / "rep")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    reports = list((tmp_path / "rep").glob("gpu-check-*-dry-run.md"))
+    reports = list((tmp_path / "rep").glob("gpu-check-*-dry-run-probe.md"))
     assert len(reports) == 1, proc.stdout + proc.stderr
     text = reports[0].read_text()
     for needle in ("| tests | FAILED", "1 failed, 1 passed", "test_broken", "| benchmark | ok",
                    "relu/32x64x56x56/forward", "## Test output", "## Benchmark output",
-                   "| torch |", "| nvcc |"):
+                   "| torch |", "| nvcc |", "| pynn commit | abc1234 (given by GPU_CHECK_COMMIT) |"):
         assert needle in text, needle
     assert (tmp_path / "rep" / reports[0].stem / "results.csv").exists()
