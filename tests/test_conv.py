@@ -448,3 +448,18 @@ def test_implicit_gemm_channels_last_batch1(threads, pool_threads):
     ours, ref = run_both(x, w, b, dict(padding=1))
     assert ours[0].is_contiguous(memory_format=torch.channels_last)
     check_pair(ours, ref, 16 * 9)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("groups,cout", [(1, 20), (3, 36)], ids=["one_group", "groups3"])
+def test_weight_panels_packed_by_several_threads(threads, groups, cout, pool_threads):
+    """Deep weights (kcol >= 2048) are packed in (group, panel) chunks on several threads: a chunk
+    may start mid-group, end in the next group, or hold a partial last panel (20 = 8 + 8 + 4
+    rows). The forward and the stride-1 input gradient (flipped weights) both pack them."""
+    pool_threads(threads)
+    cin = 240 * groups  # 240 * 9 = 2160 columns per group, one panel per chunk
+    x = torch.randn(2, cin, 5, 6, dtype=torch.float64)
+    w = torch.randn(cout, cin // groups, 3, 3, dtype=torch.float64)
+    b = torch.randn(cout, dtype=torch.float64)
+    ours, ref = run_both(x, w, b, dict(padding=1, groups=groups))
+    check_pair(ours, ref, 1)

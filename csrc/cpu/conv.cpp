@@ -556,12 +556,31 @@ void pack_columns(const Conv2dGeom& g, const T* x, int64_t p0, int64_t cols, int
   pack_columns_scalar(g, x, p0, cols, nr, Bp);
 }
 
-// A[m, k] = f(m, k) as gemm_panels A panels of height mr (rows past M zero).
+// The GEMM's A operand for every group: group gi's A[M, K] as gemm_panels panels at
+// Ap + gi * a_group. The (group, panel) pairs are split among the threads: a deep layer's
+// weights are megabytes (ResNet-18's 512-channel 3x3 conv packs 2.4 M elements per call), too
+// much for one thread while the others wait at the GEMM.
+//   pack(gi, m0, m1, dst): rows [m0, m1) of group gi's A into dst (its panels from m0 on).
+template <class F>
+void pack_a_groups(GemmPanelShape shape, int64_t G, int64_t M, int64_t K, F&& pack) {
+  const int64_t panels = (M + shape.mr - 1) / shape.mr;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, shape.mr * K));
+  parallel_for(0, G * panels, grain, [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e;) {
+      const int64_t gi = it / panels, p0 = it % panels, p1 = std::min(panels, p0 + (e - it));
+      pack(gi, p0 * shape.mr, std::min(M, p1 * shape.mr));
+      it += p1 - p0;
+    }
+  });
+}
+
+// Rows [m0, m1) of A[m, k] = f(m, k) as gemm_panels panels of height mr at Ap (rows past m1 in
+// the last panel zero): the element-wise packer, for operands that are no strided matrix.
 template <class T, class F>
-void pack_rows(int64_t M, int64_t K, int mr, T* Ap, F&& f) {
-  for (int64_t i0 = 0; i0 < M; i0 += mr)
+void pack_rows(int64_t m0, int64_t m1, int64_t K, int mr, T* Ap, F&& f) {
+  for (int64_t i0 = m0; i0 < m1; i0 += mr)
     for (int64_t k = 0; k < K; ++k)
-      for (int r = 0; r < mr; ++r) Ap[i0 * K + k * mr + r] = i0 + r < M ? f(i0 + r, k) : T(0);
+      for (int r = 0; r < mr; ++r) Ap[i0 * K + k * mr + r] = i0 + r < m1 ? f(i0 + r, k) : T(0);
 }
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -684,10 +703,10 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     const Slots slots = check_implicit_workspace<T>(workspace, g, tile_cols, shape, op);
     const int64_t a_group = round_up(g.cout_g, shape.mr) * g.kcol;
     T* Ap = check_packed_weight<T>(packed_weight, input, g.G * a_group, op);
-    for (int64_t gi = 0; gi < g.G; ++gi)
-      pack_rows<T>(g.cout_g, g.kcol, shape.mr, Ap + gi * a_group, [&](int64_t m, int64_t k) {
-        return w[(gi * g.cout_g + m) * g.kcol + k];
-      });
+    pack_a_groups(shape, g.G, g.cout_g, g.kcol, [&](int64_t gi, int64_t m0, int64_t m1) {
+      gemm_pack_a_panels<T>(shape, m1 - m0, g.kcol, w + (gi * g.cout_g + m0) * g.kcol, g.kcol, 1,
+                            Ap + gi * a_group + m0 * g.kcol);
+    });
     implicit_conv(g, shape, x, Ap, a_group, b, y, workspace.ptr<T>(), slots, tile_cols);
   });
 }
@@ -728,11 +747,12 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
       const Slots slots = check_implicit_workspace<T>(workspace, t, tile_cols, shape, op);
       const int64_t a_group = round_up(t.cout_g, shape.mr) * t.kcol, kk = g.KH * g.KW;
       T* Ap = check_packed_weight<T>(packed_weight, grad_output, t.G * a_group, op);
-      for (int64_t gi = 0; gi < g.G; ++gi)
-        pack_rows<T>(t.cout_g, t.kcol, shape.mr, Ap + gi * a_group, [&](int64_t ci, int64_t k) {
+      pack_a_groups(shape, t.G, t.cout_g, t.kcol, [&](int64_t gi, int64_t m0, int64_t m1) {
+        pack_rows<T>(m0, m1, t.kcol, shape.mr, Ap + gi * a_group, [&](int64_t ci, int64_t k) {
           const int64_t co = k / kk, tap = kk - 1 - k % kk;  // (kh, kw) -> (KH-1-kh, KW-1-kw)
           return w[((gi * g.cout_g + co) * g.cin_g + ci) * kk + tap];
         });
+      });
       return implicit_conv(t, shape, gy, Ap, a_group, static_cast<const T*>(nullptr), gx,
                            workspace.ptr<T>(), slots, tile_cols);
     }

@@ -858,6 +858,17 @@ GemmPanelShape gemm_panel_shape() {
 }
 
 template <class T>
+void gemm_pack_a_panels(GemmPanelShape shape, int64_t M, int64_t K, const T* A, int64_t a_rs,
+                        int64_t a_cs, T* Ap) {
+  if (M <= 0 || K <= 0) return;
+  const Plan<T>& pl = plan_for<T>(select_isa());
+  PYNN_CHECK(pl.mr == shape.mr && pl.nr == shape.nr, "gemm_pack_a_panels: panels for mr x nr = ",
+             shape.mr, " x ", shape.nr, ", the selected kernel uses ", pl.mr, " x ", pl.nr);
+  // One block of all K: the plan's packer lays panel i at Ap + i * mr * K, rows past M zero.
+  pl.pack_a(M, K, A, a_rs, a_cs, Ap);
+}
+
+template <class T>
 void gemm_panels(GemmPanelShape shape, int64_t M, int64_t N, int64_t K, const T* Ap, const T* Bp,
                  T beta, T* C, int64_t c_rs) {
   if (M <= 0 || N <= 0) return;
@@ -881,6 +892,10 @@ void gemm_panels(GemmPanelShape shape, int64_t M, int64_t N, int64_t K, const T*
 
 template GemmPanelShape gemm_panel_shape<float>();
 template GemmPanelShape gemm_panel_shape<double>();
+template void gemm_pack_a_panels<float>(GemmPanelShape, int64_t, int64_t, const float*, int64_t,
+                                        int64_t, float*);
+template void gemm_pack_a_panels<double>(GemmPanelShape, int64_t, int64_t, const double*,
+                                         int64_t, int64_t, double*);
 template void gemm_panels<float>(GemmPanelShape, int64_t, int64_t, int64_t, const float*,
                                  const float*, float, float*, int64_t);
 template void gemm_panels<double>(GemmPanelShape, int64_t, int64_t, int64_t, const double*,

@@ -46,6 +46,12 @@ struct GemmPanelShape {
 };
 template <class T>
 GemmPanelShape gemm_panel_shape();
+// Packs rows [0, M) of A[M,K] (any strides) as the A panels above, with the kernel's vector
+// transposes; serial. Rows [m0, m1) of a larger A, m0 a multiple of mr, go to Ap + m0 * K, so
+// threads can pack disjoint row ranges of one operand.
+template <class T>
+void gemm_pack_a_panels(GemmPanelShape shape, int64_t M, int64_t K, const T* A, int64_t a_rs,
+                        int64_t a_cs, T* Ap);
 // C[M,N] = Ap @ Bp + beta * C (beta == 0 never reads C), serial: the caller owns the threading.
 template <class T>
 void gemm_panels(GemmPanelShape shape, int64_t M, int64_t N, int64_t K, const T* Ap, const T* Bp,
