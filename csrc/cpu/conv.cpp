@@ -574,15 +574,6 @@ void pack_a_groups(GemmPanelShape shape, int64_t G, int64_t M, int64_t K, F&& pa
   });
 }
 
-// Rows [m0, m1) of A[m, k] = f(m, k) as gemm_panels panels of height mr at Ap (rows past m1 in
-// the last panel zero): the element-wise packer, for operands that are no strided matrix.
-template <class T, class F>
-void pack_rows(int64_t m0, int64_t m1, int64_t K, int mr, T* Ap, F&& f) {
-  for (int64_t i0 = m0; i0 < m1; i0 += mr)
-    for (int64_t k = 0; k < K; ++k)
-      for (int r = 0; r < mr; ++r) Ap[i0 * K + k * mr + r] = i0 + r < m1 ? f(i0 + r, k) : T(0);
-}
-
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Elements of one slot of the implicit GEMM's workspace: a tile's column panels, the slack
@@ -747,11 +738,22 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
       const Slots slots = check_implicit_workspace<T>(workspace, t, tile_cols, shape, op);
       const int64_t a_group = round_up(t.cout_g, shape.mr) * t.kcol, kk = g.KH * g.KW;
       T* Ap = check_packed_weight<T>(packed_weight, grad_output, t.G * a_group, op);
+      // A[ci, co * kk + j] = w[gi * cout_g + co, ci, kk - 1 - j] ((kh, kw) -> (KH-1-kh, KW-1-kw)):
+      // per panel and output channel, mr reversed runs of kk taps transposed into [j][r].
       pack_a_groups(shape, t.G, t.cout_g, t.kcol, [&](int64_t gi, int64_t m0, int64_t m1) {
-        pack_rows<T>(m0, m1, t.kcol, shape.mr, Ap + gi * a_group, [&](int64_t ci, int64_t k) {
-          const int64_t co = k / kk, tap = kk - 1 - k % kk;  // (kh, kw) -> (KH-1-kh, KW-1-kw)
-          return w[((gi * g.cout_g + co) * g.cin_g + ci) * kk + tap];
-        });
+        const int mr = shape.mr;
+        for (int64_t i0 = m0; i0 < m1; i0 += mr) {
+          const int rows = static_cast<int>(std::min<int64_t>(mr, m1 - i0));
+          for (int64_t co = 0; co < g.cout_g; ++co) {
+            const T* src = w + ((gi * g.cout_g + co) * g.cin_g + i0) * kk + (kk - 1);
+            T* d = Ap + gi * a_group + i0 * t.kcol + co * kk * mr;
+            for (int64_t j = 0; j < kk; ++j, d += mr) {
+              int r = 0;
+              for (; r < rows; ++r) d[r] = src[r * kk - j];
+              for (; r < mr; ++r) d[r] = T(0);
+            }
+          }
+        }
       });
       return implicit_conv(t, shape, gy, Ap, a_group, static_cast<const T*>(nullptr), gx,
                            workspace.ptr<T>(), slots, tile_cols);
