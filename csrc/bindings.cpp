@@ -94,6 +94,7 @@ PYBIND11_MODULE(_C, m) {
   PYNN_DEF(m, conv2d_backward_bias);
   // which CPU input-gradient path runs, so that Python sizes its workspace for that path
   m.def("conv2d_input_grad_is_conv", &pynn::conv2d_input_grad_is_conv);
+  m.def("conv2d_direct_cpu", &pynn::conv2d_direct_cpu);
   PYNN_DEF_CPU(m, conv2d_math_selfcheck);
 
   // recurrent layers (csrc/ops/rnn.h)

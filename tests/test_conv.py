@@ -1,5 +1,6 @@
 """conv2d against torch: output and the three gradients over a grid of shapes and arguments,
 layouts, workspace tiling, gradcheck, the drop-in layer and bad arguments."""
+import os
 import warnings
 
 import pytest
@@ -353,8 +354,10 @@ def test_device_mismatch_raises(device):
         F.conv2d(x, w)
 
 
-def test_kernel_rejects_inconsistent_views():
-    """The C++ entry point checks what it gets even when Python is bypassed."""
+def test_kernel_rejects_inconsistent_views(monkeypatch):
+    """The C++ entry point checks what it gets even when Python is bypassed. (The workspace is
+    the implicit GEMM's: the direct kernels, which would take these few channels, need none.)"""
+    monkeypatch.setenv("PYNN_CONV_DIRECT", "0")
     x = torch.randn(1, 2, 5, 5)
     w = torch.randn(3, 2, 3, 3)
     y = torch.empty(1, 3, 4, 4)  # should be 3x3
@@ -463,3 +466,82 @@ def test_weight_panels_packed_by_several_threads(threads, groups, cout, pool_thr
     b = torch.randn(cout, dtype=torch.float64)
     ours, ref = run_both(x, w, b, dict(padding=1, groups=groups))
     check_pair(ours, ref, 1)
+
+
+# ---- the CPU's direct kernels for few channels (csrc/cpu/conv_direct.h) ----
+
+DIRECT = [
+    # LeNet-5's layers: 1 -> 6 (two vectors along a 28-wide row), 6 -> 16 (rows of 10)
+    ("lenet_c1", (3, 1, 32, 32), (6, 1, 5, 5), {}),
+    ("lenet_c2", (5, 6, 14, 14), (16, 6, 5, 5), {}),
+    # 9..16 output channels: two blocks of rows, the second partial; 16 input channels
+    ("c16_to_11_pad1", (2, 16, 9, 37), (11, 16, 3, 3), dict(padding=1)),
+    # asymmetric padding ('same' with an even kernel), kernel width 7 and 1
+    ("same_even", (2, 3, 12, 13), (5, 3, 4, 4), dict(padding="same")),
+    ("k7_pad3", (1, 2, 8, 21), (3, 2, 7, 7), dict(padding=3)),
+    ("k1x1", (2, 7, 5, 6), (4, 7, 1, 1), {}),
+    ("pad_rect", (2, 4, 11, 7), (7, 4, 3, 5), dict(padding=(2, 0))),
+]
+
+
+def _direct_taken(xs, ws, kw, dtype=torch.float32):
+    x = torch.zeros(xs, dtype=dtype)
+    w = torch.zeros(ws, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = TF.conv2d(x, w, **kw)
+    stride = conv_op._pair(kw.get("stride", 1), "stride", 1)
+    dilation = conv_op._pair(kw.get("dilation", 1), "dilation", 1)
+    pads = conv_op._padding(kw.get("padding", 0), ws[2:], stride, dilation)
+    V = _backend.view
+    return _backend._C.conv2d_direct_cpu(V(x), V(w), V(y), stride, pads, dilation,
+                                         kw.get("groups", 1))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("name,xs,ws,kw", DIRECT, ids=[c[0] for c in DIRECT])
+def test_direct_kernels_match_torch(name, xs, ws, kw, threads, pool_threads):
+    """Forward, input and weight gradients of the direct path (rows split among 1-3 threads,
+    sometimes mid-sample) against torch, and against the implicit GEMM on the same shapes."""
+    if not _direct_taken(xs, ws, kw):
+        assert os.environ.get("PYNN_GEMM_KERNEL", "auto") not in ("auto", "avx512") or \
+            not _cpu_has_avx512(), f"{name} should take the direct path on this CPU"
+        pytest.skip("the direct kernels need AVX-512")
+    pool_threads(threads)
+    x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+
+
+def _cpu_has_avx512() -> bool:
+    return "avx512f" in open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else False
+
+
+@pytest.mark.parametrize("xs,ws,kw,dtype", [
+    ((2, 6, 14, 14), (16, 6, 5, 5), {}, torch.float64),              # float32 only
+    ((2, 6, 14, 14), (17, 6, 5, 5), {}, torch.float32),              # > 16 output channels
+    ((2, 17, 14, 14), (16, 17, 5, 5), {}, torch.float32),            # > 16 input channels
+    ((2, 6, 14, 14), (16, 6, 5, 5), dict(stride=2), torch.float32),
+    ((2, 6, 14, 14), (16, 6, 5, 5), dict(dilation=2), torch.float32),
+    ((2, 6, 14, 14), (16, 3, 5, 5), dict(groups=2), torch.float32),
+    ((2, 6, 14, 14), (16, 6, 3, 8), {}, torch.float32),              # kernel width 8
+    ((2, 6, 14, 14), (16, 6, 3, 3), dict(padding=3), torch.float32),  # padding past K - 1
+], ids=["f64", "cout17", "cin17", "stride2", "dilation2", "groups2", "kw8", "pad3"])
+def test_direct_kernels_step_aside(xs, ws, kw, dtype):
+    assert not _direct_taken(xs, ws, kw, dtype)
+
+
+def test_direct_kernels_follow_the_switches(monkeypatch):
+    """PYNN_CONV_DIRECT=0 and a non-AVX-512 PYNN_GEMM_KERNEL send the same shape to the implicit
+    GEMM, which still gives torch's answer."""
+    xs, ws = (3, 6, 14, 14), (16, 6, 5, 5)
+    if not _cpu_has_avx512():
+        pytest.skip("the direct kernels need AVX-512")
+    assert _direct_taken(xs, ws, {})
+    for var, value in (("PYNN_CONV_DIRECT", "0"), ("PYNN_GEMM_KERNEL", "avx2")):
+        monkeypatch.setenv(var, value)
+        assert not _direct_taken(xs, ws, {})
+        x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+        ours, ref = run_both(x, w, b, {})
+        check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+        monkeypatch.delenv(var)

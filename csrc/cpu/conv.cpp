@@ -12,6 +12,7 @@
 #include "core/dispatch.h"
 #include "core/macros.h"
 #include "core/parallel.h"
+#include "cpu/conv_direct.h"
 #include "cpu/gemm.h"
 #include "math/conv.h"
 #include "ops/conv.h"
@@ -661,6 +662,14 @@ int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
 
 }  // namespace
 
+bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
+                       const TensorView& output, Pair stride, Quad padding, Pair dilation,
+                       int64_t groups) {
+  const Conv2dGeom g = conv2d_geom(input, weight, output, stride, padding, dilation, groups,
+                                   "conv2d_direct", "input", "output");
+  return input.device == Device::CPU && conv2d_direct_applies(g, input.dtype);
+}
+
 void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
                         bool has_bias, const TensorView& output, const TensorView& workspace,
                         const TensorView& packed_weight, Pair stride, Quad padding, Pair dilation,
@@ -687,6 +696,8 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     const T* b = has_bias ? bias.ptr<T>() : nullptr;
     T* y = output.ptr<T>();
     if (g.depthwise) return depthwise_forward(g, x, w, b, y);
+    if constexpr (std::is_same<T, float>::value)
+      if (conv2d_direct_applies(g, input.dtype)) return conv2d_direct_forward(g, x, w, b, y);
     if (g.pointwise)
       return pointwise_forward(g, x, w, b, y, check_workspace(workspace, g, tile_cols, op),
                                tile_cols);
@@ -721,6 +732,9 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
     const T* w = weight.ptr<T>();
     T* gx = grad_input.ptr<T>();
     if (g.depthwise) return depthwise_backward_input(g, gy, w, gx);
+    if constexpr (std::is_same<T, float>::value)
+      if (conv2d_direct_applies(g, grad_output.dtype))
+        return conv2d_direct_backward_input(g, gy, w, gx);
     if (conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g)) {
       // At stride 1 the input gradient is itself a convolution: of grad_output, padded by
       // dil*(K-1) - pad, with the kernel flipped and its channel axes swapped per group. It
@@ -795,6 +809,9 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
   check_dense(grad_weight, op, "grad_weight");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   check_same_dtype(grad_output, grad_weight, op, "grad_output", "grad_weight");
+  if (conv2d_direct_applies(g, grad_output.dtype))  // float32: no workspace, no partial sums
+    return conv2d_direct_backward_weight(g, grad_output.ptr<float>(), input.ptr<float>(),
+                                         grad_weight.ptr<float>());
   check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");
   // at stride > 1 the row after the column tile holds the phase copy (im2col_tile_strided)
   const Slots slots = check_workspace(workspace, g, tile_cols, op,

@@ -857,6 +857,8 @@ GemmPanelShape gemm_panel_shape() {
   return {pl.mr, pl.nr};
 }
 
+bool gemm_selects_avx512() { return select_isa() == Isa::avx512; }
+
 template <class T>
 void gemm_pack_a_panels(GemmPanelShape shape, int64_t M, int64_t K, const T* A, int64_t a_rs,
                         int64_t a_cs, T* Ap) {

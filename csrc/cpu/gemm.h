@@ -32,6 +32,10 @@ class GemmPacking {
   const void* plan_;
 };
 
+// True when gemm_cpu would run its AVX-512 kernel now (the CPU has it and PYNN_GEMM_KERNEL does
+// not ask for another): other hand-vectorised CPU kernels follow the same choice.
+bool gemm_selects_avx512();
+
 // ---- pre-packed operands (conv2d's implicit GEMM) ----
 // Operands laid out as the micro-kernel reads them, for callers that build panels straight
 // from their own data (conv2d packs its column matrix from the input, never materialising it):

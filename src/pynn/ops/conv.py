@@ -192,7 +192,7 @@ class Conv2dFunction(torch.autograd.Function):
                      B.view(ws), *geom)
         else:
             depthwise = w.shape[1] == 1 and groups > 1
-            if depthwise:
+            if depthwise or B._C.conv2d_direct_cpu(B.view(x), B.view(w), B.view(y), *geom):
                 tile, ws, packed = 1, x.new_empty((1, 0)), x.new_empty(0)
             elif not columns:  # 1x1, stride 1, unpadded: gemm_cpu straight from the input
                 tile, _, ws = _cpu_workspace(x, N * groups, C // groups, OH * OW, False)
@@ -227,6 +227,9 @@ class Conv2dFunction(torch.autograd.Function):
         # on the GPU both gradients use one column workspace, in turn on the same stream
         cuda_ws = (_cuda_workspace(x, N, C * KH * KW, P, columns)
                    if x.is_cuda and (need_x or need_w) else None)
+        # the CPU's direct kernels (few channels) need no workspace in either gradient
+        direct = not x.is_cuda and B._C.conv2d_direct_cpu(B.view(x), B.view(w), B.view(gy),
+                                                          *ctx.geom)
         if need_x:
             grad_input = torch.empty_like(x)
             if x.is_cuda:
@@ -234,8 +237,10 @@ class Conv2dFunction(torch.autograd.Function):
                          B.view(cuda_ws), *ctx.geom)
             else:
                 depthwise = cin_g == 1 and groups > 1
-                if not depthwise and B._C.conv2d_input_grad_is_conv(stride, pads, dilation,
-                                                                     KH, KW, cin_g):
+                if direct:
+                    tile, ws, packed = 1, x.new_empty((1, 0)), x.new_empty(0)
+                elif not depthwise and B._C.conv2d_input_grad_is_conv(stride, pads, dilation,
+                                                                       KH, KW, cin_g):
                     tile, ws, packed = _cpu_panel_workspace(
                         x, N * groups, (Cout // groups) * KH * KW, H * W, cin_g, groups)
                 else:
@@ -252,12 +257,15 @@ class Conv2dFunction(torch.autograd.Function):
                 B.launch("conv2d_backward_weight", x, B.view(gy), B.view(x), B.view(grad_weight),
                          B.view(cuda_ws), *ctx.geom)
             else:
-                phase = (cin_g, H, W, gy.shape[3], KH, stride[0], stride[1], dilation[0])
-                tile, slots, ws = _cpu_workspace(x, N * groups, kcol, P, columns, phase=phase)
-                # per-slot sums of grad_weight (the depthwise loops need none)
-                depthwise = cin_g == 1 and groups > 1
-                partial = (torch.empty((slots, Cout, kcol), dtype=x.dtype)
-                           if slots > 1 and not depthwise else x.new_empty(0))
+                if direct:
+                    tile, ws, partial = 1, x.new_empty((1, 0)), x.new_empty(0)
+                else:
+                    phase = (cin_g, H, W, gy.shape[3], KH, stride[0], stride[1], dilation[0])
+                    tile, slots, ws = _cpu_workspace(x, N * groups, kcol, P, columns, phase=phase)
+                    # per-slot sums of grad_weight (the depthwise loops need none)
+                    depthwise = cin_g == 1 and groups > 1
+                    partial = (torch.empty((slots, Cout, kcol), dtype=x.dtype)
+                               if slots > 1 and not depthwise else x.new_empty(0))
                 B.launch("conv2d_backward_weight", x, B.view(gy), B.view(x), B.view(grad_weight),
                          B.view(ws), B.view(partial), *ctx.geom, tile)
         if need_b and ctx.has_bias:

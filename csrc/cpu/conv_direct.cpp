@@ -1,0 +1,287 @@
+// Direct convolution kernels for layers with few channels (see conv_direct.h for when they run).
+//
+// Forward and input gradient share one kernel, row_conv: for one output row and a vector of 16
+// positions along it, acc[oc] += w[oc, ic, kh, kw] * in[ic, oh + kh, ow + kw : ow + kw + 16]
+// over every tap, for a block of up to 8 output channels (8 accumulators, one vector load and
+// 8 broadcasts per tap). The input gradient is that same correlation of grad_output, zero-padded
+// by K - 1 - pad, with the kernel flipped and its channel axes swapped.
+// The weight gradient keeps a block of output channels x KW taps of one (ic, kh) in registers
+// and sweeps every sample and row: gw[oc, ic, kh, kw] = sum gy[n, oc, oh, :] . in[n, ic, oh + kh,
+// kw : kw + OW], reduced across lanes at the end.
+#include "cpu/conv_direct.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "core/parallel.h"
+#include "cpu/gemm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYNN_DIRECT_X86 1
+#include <immintrin.h>
+#define PYNN_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))
+#else
+#define PYNN_DIRECT_X86 0
+#endif
+
+namespace pynn {
+namespace {
+
+constexpr int64_t kMaxChannels = 16;
+constexpr int64_t kMaxKW = 7;
+constexpr int kOcBlock = 8;  // output channels per row_conv pass
+
+// Stride and dilation are 1 on this path, so the far paddings follow from the sizes.
+int64_t pad_bottom(const Conv2dGeom& g) { return g.OH + g.KH - 1 - g.H - g.pt; }
+int64_t pad_right(const Conv2dGeom& g) { return g.OW + g.KW - 1 - g.W - g.pl; }
+
+bool direct_enabled() {
+  const char* env = std::getenv("PYNN_CONV_DIRECT");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
+// One sample's planes [C][H][W] as the kernels read them: the data itself without padding, else
+// a zero-bordered copy [C][H + pt + pb][W + pl + pr] in the calling thread's scratch (at most
+// 16 planes, reused from call to call).
+struct Planes {
+  const float* p;
+  int64_t Hp, Wp;
+};
+Planes padded_sample(const float* src, int64_t C, int64_t H, int64_t W, int64_t pt, int64_t pb,
+                     int64_t pl, int64_t pr) {
+  if (pt == 0 && pb == 0 && pl == 0 && pr == 0) return {src, H, W};
+  const int64_t Hp = H + pt + pb, Wp = W + pl + pr, plane = Hp * Wp;
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(C * plane)) buf.resize(static_cast<size_t>(C * plane));
+  float* d = buf.data();
+  for (int64_t c = 0; c < C; ++c, d += plane) {
+    const float* s = src + c * H * W;
+    std::fill(d, d + pt * Wp, 0.f);
+    for (int64_t ih = 0; ih < H; ++ih) {
+      float* r = d + (pt + ih) * Wp;
+      std::fill(r, r + pl, 0.f);
+      std::copy(s + ih * W, s + (ih + 1) * W, r + pl);
+      std::fill(r + pl + W, r + Wp, 0.f);
+    }
+    std::fill(d + (pt + H) * Wp, d + plane, 0.f);
+  }
+  return {buf.data(), Hp, Wp};
+}
+
+#if PYNN_DIRECT_X86
+PYNN_TARGET_AVX512F inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// out[oc0 + o, oh, :] = bias + sum_{ic, kh, kw} wk[oc0 + o, ic, kh, kw] * in[ic, oh + kh, kw + :]
+// for o < ROWS (<= kOcBlock; a compile-time count keeps the accumulators in registers). in: IC
+// planes of Hp x Wp with Wp >= OW + KW - 1.
+template <int ROWS>
+PYNN_TARGET_AVX512F void row_conv(const Planes& in, int64_t IC, const float* wk, int64_t KH,
+                                  int64_t KW, int64_t oc0, const float* bias, float* out,
+                                  int64_t OH, int64_t OW, int64_t oh) {
+  const int64_t taps = IC * KH * KW;
+  const float* wo = wk + oc0 * taps;
+  for (int64_t ow0 = 0; ow0 < OW; ow0 += 16) {
+    const __mmask16 m = first_lanes(OW - ow0);
+    __m512 acc[ROWS];
+    for (int o = 0; o < ROWS; ++o) acc[o] = _mm512_set1_ps(bias != nullptr ? bias[oc0 + o] : 0.f);
+    for (int64_t ic = 0; ic < IC; ++ic)
+      for (int64_t kh = 0; kh < KH; ++kh) {
+        const float* row = in.p + (ic * in.Hp + oh + kh) * in.Wp + ow0;
+        const float* wr = wo + (ic * KH + kh) * KW;
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          const __m512 v = _mm512_maskz_loadu_ps(m, row + kw);
+#pragma GCC unroll 8
+          for (int o = 0; o < ROWS; ++o)
+            acc[o] = _mm512_fmadd_ps(_mm512_set1_ps(wr[o * taps + kw]), v, acc[o]);
+        }
+      }
+    for (int o = 0; o < ROWS; ++o)
+      _mm512_mask_storeu_ps(out + ((oc0 + o) * OH + oh) * OW + ow0, m, acc[o]);
+  }
+}
+
+// row_conv<rows> for a runtime rows in [1, kOcBlock].
+template <int ROWS = 1, class... Args>
+void row_conv_rows(int rows, Args... args) {
+  if constexpr (ROWS < kOcBlock)
+    if (rows > ROWS) return row_conv_rows<ROWS + 1>(rows, args...);
+  row_conv<ROWS>(args...);
+}
+
+// All samples: out[n] = conv(in[n]) for n < N, in[n] zero-padded by (pt, pb, pl, pr). Items are
+// output rows; a thread pads each sample its rows belong to once.
+void conv_all(const float* in, int64_t N, int64_t IC, int64_t H, int64_t W, int64_t pt,
+              int64_t pb, int64_t pl, int64_t pr, const float* wk, int64_t KH, int64_t KW,
+              int64_t OC, const float* bias, float* out, int64_t OH, int64_t OW) {
+  const int64_t row_cost = OC * IC * KH * KW * ((OW + 15) / 16);  // vector FMAs per row
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, row_cost));
+  parallel_for(0, N * OH, grain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1;) {
+      const int64_t n = i / OH, oh0 = i % OH, oh1 = std::min(OH, oh0 + (i1 - i));
+      const Planes src = padded_sample(in + n * IC * H * W, IC, H, W, pt, pb, pl, pr);
+      float* y = out + n * OC * OH * OW;
+      for (int64_t oh = oh0; oh < oh1; ++oh)
+        for (int64_t oc0 = 0; oc0 < OC; oc0 += kOcBlock)
+          row_conv_rows(static_cast<int>(std::min<int64_t>(kOcBlock, OC - oc0)), src, IC, wk, KH,
+                        KW, oc0, bias, y, OH, OW, oh);
+      i += oh1 - oh0;
+    }
+  });
+}
+
+// Output channels per weight-gradient block: ROWS x KW accumulators, at most 24 of the 32
+// vector registers. Every loop over them is unrolled: one index left to run time and GCC keeps
+// the whole array in memory, storing it on every iteration (that ran 2-3x slower).
+template <int KW>
+constexpr int wgrad_rows() {
+  return std::max(1, std::min(8, 24 / KW));
+}
+
+// gw[oc0 + o, ic, kh, :] for o < ROWS over every sample and output row (unpadded input).
+template <int KW, int ROWS>
+PYNN_TARGET_AVX512F void wgrad_block(const Conv2dGeom& g, const float* gy, const float* x,
+                                     int64_t oc0, int64_t ic, int64_t kh, float* gw) {
+  // the sizes as locals: the loops below then keep every accumulator in a register
+  const int64_t N = g.N, C = g.C, Cout = g.Cout, H = g.H, W = g.W, OH = g.OH, OW = g.OW, P = g.P;
+  __m512 acc[ROWS][KW];
+#pragma GCC unroll 8
+  for (int o = 0; o < ROWS; ++o)
+#pragma GCC unroll 8
+    for (int kw = 0; kw < KW; ++kw) acc[o][kw] = _mm512_setzero_ps();
+  // One flat loop over (sample, row, 16-wide chunk): with nested loops GCC keeps the
+  // accumulators in memory between iterations of the inner one.
+  const int64_t chunks = (OW + 15) / 16, units = N * OH * chunks;
+  const __mmask16 tail = first_lanes(OW - (chunks - 1) * 16);
+  const float* gyr = gy + oc0 * P;                       // grad_output row (n, oc0, oh)
+  const float* xr = x + (ic * H + kh) * W;               // input row (n, ic, oh + kh)
+  int64_t c = 0, oh = 0;
+  for (int64_t u = 0; u < units; ++u) {
+    const __mmask16 m = c + 1 == chunks ? tail : __mmask16(0xFFFF);
+    __m512 gv[ROWS];
+#pragma GCC unroll 8
+    for (int o = 0; o < ROWS; ++o) gv[o] = _mm512_maskz_loadu_ps(m, gyr + o * P + c * 16);
+#pragma GCC unroll 8
+    for (int kw = 0; kw < KW; ++kw) {
+      const __m512 v = _mm512_maskz_loadu_ps(m, xr + c * 16 + kw);
+#pragma GCC unroll 8
+      for (int o = 0; o < ROWS; ++o) acc[o][kw] = _mm512_fmadd_ps(gv[o], v, acc[o][kw]);
+    }
+    if (++c == chunks) {
+      c = 0;
+      gyr += OW, xr += W;
+      if (++oh == OH) {  // next sample
+        oh = 0;
+        gyr += (Cout - 1) * P;
+        xr += (C * H - OH) * W;
+      }
+    }
+  }
+  // unrolled like the loop above: an index left to run time would keep acc in memory
+#pragma GCC unroll 8
+  for (int o = 0; o < ROWS; ++o)
+#pragma GCC unroll 8
+    for (int kw = 0; kw < KW; ++kw)
+      gw[((oc0 + o) * C + ic) * g.KH * KW + kh * KW + kw] = _mm512_reduce_add_ps(acc[o][kw]);
+}
+
+template <int KW, int ROWS = 1>
+void wgrad_block_rows(int rows, const Conv2dGeom& g, const float* gy, const float* x,
+                      int64_t oc0, int64_t ic, int64_t kh, float* gw) {
+  if constexpr (ROWS < wgrad_rows<KW>())
+    if (rows > ROWS) return wgrad_block_rows<KW, ROWS + 1>(rows, g, gy, x, oc0, ic, kh, gw);
+  wgrad_block<KW, ROWS>(g, gy, x, oc0, ic, kh, gw);
+}
+
+// Items are (output-channel block, ic, kh): each owns its gw entries, so no partial sums.
+template <int KW>
+void wgrad_all(const Conv2dGeom& g, const float* gy, const float* x, float* gw) {
+  constexpr int COB = wgrad_rows<KW>();
+  const int64_t blocks = (g.Cout + COB - 1) / COB, items = blocks * g.C * g.KH;
+  parallel_for(0, items, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i % blocks, ic = (i / blocks) % g.C, kh = i / (blocks * g.C);
+      const int64_t oc0 = b * COB;
+      wgrad_block_rows<KW>(static_cast<int>(std::min<int64_t>(COB, g.Cout - oc0)), g, gy, x, oc0,
+                           ic, kh, gw);
+    }
+  });
+}
+#endif  // PYNN_DIRECT_X86
+
+}  // namespace
+
+bool conv2d_direct_applies(const Conv2dGeom& g, DType dtype) {
+#if PYNN_DIRECT_X86
+  if (dtype != DType::Float32 || g.G != 1 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1)
+    return false;
+  if (g.C > kMaxChannels || g.Cout > kMaxChannels || g.KW > kMaxKW) return false;
+  if (g.N == 0 || g.P == 0 || g.HW == 0) return false;
+  if (g.pt > g.KH - 1 || pad_bottom(g) > g.KH - 1 || g.pl > g.KW - 1 || pad_right(g) > g.KW - 1)
+    return false;
+  return gemm_selects_avx512() && direct_enabled();
+#else
+  (void)g;
+  (void)dtype;
+  return false;
+#endif
+}
+
+void conv2d_direct_forward(const Conv2dGeom& g, const float* x, const float* w, const float* b,
+                           float* y) {
+#if PYNN_DIRECT_X86
+  conv_all(x, g.N, g.C, g.H, g.W, g.pt, pad_bottom(g), g.pl, pad_right(g), w, g.KH, g.KW,
+           g.Cout, b, y, g.OH, g.OW);
+#endif
+}
+
+void conv2d_direct_backward_input(const Conv2dGeom& g, const float* gy, const float* w,
+                                  float* gx) {
+#if PYNN_DIRECT_X86
+  // wt[ic, oc, kh, kw] = w[oc, ic, KH-1-kh, KW-1-kw]: the input gradient's kernel.
+  const int64_t kk = g.KH * g.KW;
+  std::vector<float> wt(static_cast<size_t>(g.C * g.Cout * kk));
+  for (int64_t oc = 0; oc < g.Cout; ++oc)
+    for (int64_t ic = 0; ic < g.C; ++ic)
+      for (int64_t t = 0; t < kk; ++t) wt[(ic * g.Cout + oc) * kk + t] = w[(oc * g.C + ic) * kk + kk - 1 - t];
+  conv_all(gy, g.N, g.Cout, g.OH, g.OW, g.KH - 1 - g.pt, g.KH - 1 - pad_bottom(g),
+           g.KW - 1 - g.pl, g.KW - 1 - pad_right(g), wt.data(), g.KH, g.KW, g.C, nullptr, gx, g.H,
+           g.W);
+#endif
+}
+
+void conv2d_direct_backward_weight(const Conv2dGeom& g, const float* gy, const float* x,
+                                   float* gw) {
+#if PYNN_DIRECT_X86
+  // The weight gradient reads the input unpadded: padded layers pad their sample copies here.
+  if (g.pt != 0 || g.pl != 0 || pad_bottom(g) != 0 || pad_right(g) != 0) {
+    // gw = sum over samples of the padded-input correlation: pad each sample into one buffer.
+    const int64_t Hp = g.OH + g.KH - 1, Wp = g.OW + g.KW - 1;
+    std::vector<float> xp(static_cast<size_t>(g.N * g.C * Hp * Wp));
+    parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const Planes s = padded_sample(x + n * g.C * g.HW, g.C, g.H, g.W, g.pt, pad_bottom(g),
+                                       g.pl, pad_right(g));
+        std::copy(s.p, s.p + g.C * Hp * Wp, xp.data() + n * g.C * Hp * Wp);
+      }
+    });
+    Conv2dGeom u = g;
+    u.H = Hp, u.W = Wp, u.HW = Hp * Wp, u.pt = u.pl = 0;
+    return conv2d_direct_backward_weight(u, gy, xp.data(), gw);
+  }
+  switch (g.KW) {
+    case 1: return wgrad_all<1>(g, gy, x, gw);
+    case 2: return wgrad_all<2>(g, gy, x, gw);
+    case 3: return wgrad_all<3>(g, gy, x, gw);
+    case 4: return wgrad_all<4>(g, gy, x, gw);
+    case 5: return wgrad_all<5>(g, gy, x, gw);
+    case 6: return wgrad_all<6>(g, gy, x, gw);
+    default: return wgrad_all<7>(g, gy, x, gw);
+  }
+#endif
+}
+
+}  // namespace pynn
