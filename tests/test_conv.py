@@ -484,7 +484,9 @@ DIRECT = [
 ]
 
 
-def _direct_taken(xs, ws, kw, dtype=torch.float32):
+def _direct_taken(xs, ws, kw, dtype=torch.float32, pass_=None):
+    """Whether the direct kernels run the forward and both gradients (pass_=None) or one pass
+    (0 forward, 1 input gradient, 2 weight gradient)."""
     x = torch.zeros(xs, dtype=dtype)
     w = torch.zeros(ws, dtype=dtype)
     with warnings.catch_warnings():
@@ -494,8 +496,9 @@ def _direct_taken(xs, ws, kw, dtype=torch.float32):
     dilation = conv_op._pair(kw.get("dilation", 1), "dilation", 1)
     pads = conv_op._padding(kw.get("padding", 0), ws[2:], stride, dilation)
     V = _backend.view
-    return _backend._C.conv2d_direct_cpu(V(x), V(w), V(y), stride, pads, dilation,
-                                         kw.get("groups", 1))
+    taken = [_backend._C.conv2d_direct_cpu(V(x), V(w), V(y), stride, pads, dilation,
+                                           kw.get("groups", 1), p) for p in range(3)]
+    return all(taken) if pass_ is None else taken[pass_]
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -545,3 +548,40 @@ def test_direct_kernels_follow_the_switches(monkeypatch):
         ours, ref = run_both(x, w, b, {})
         check_pair(ours, ref, ws[1] * ws[2] * ws[3])
         monkeypatch.delenv(var)
+
+
+CHANNELS = [
+    # AlexNet's first layer on a small image: windows cross the padding at both ends of a row
+    ("alexnet_c1", (2, 3, 39, 43), (64, 3, 11, 11), dict(stride=4, padding=2)),
+    ("resnet_c1", (2, 3, 20, 23), (32, 3, 7, 7), dict(stride=2, padding=3)),
+    ("vgg_c1_48", (1, 3, 9, 30), (48, 3, 3, 3), dict(padding=1)),
+    ("dilated_gray", (2, 1, 12, 17), (16, 1, 3, 3), dict(padding=2, dilation=2)),
+    ("rect_stride", (2, 4, 13, 29), (16, 4, 5, 4), dict(stride=(2, 3), padding=(1, 2))),
+    # kernel wider than the padded input leaves no interior position: all edge windows
+    ("wide_kernel", (1, 2, 6, 5), (16, 2, 3, 7), dict(padding=(0, 1))),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("name,xs,ws,kw", CHANNELS, ids=[c[0] for c in CHANNELS])
+def test_direct_channels_kernel_matches_torch(name, xs, ws, kw, threads, pool_threads):
+    """The forward with output channels as the vector lanes (first layers on RGB input), with
+    interior blocks, windows in the padding and every thread count; the gradients go through
+    whichever path applies."""
+    if not _direct_taken(xs, ws, kw, pass_=0):
+        assert not _cpu_has_avx512() or os.environ.get("PYNN_GEMM_KERNEL", "auto") not in (
+            "auto", "avx512"), f"{name} should take the direct forward on this CPU"
+        pytest.skip("the direct kernels need AVX-512")
+    pool_threads(threads)
+    x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+    # no bias
+    with torch.no_grad():
+        assert_close(F.conv2d(x, w, **kw), TF.conv2d(x, w, **kw), scale=(x.shape[1] * 121) ** 0.5)
+
+
+@pytest.mark.parametrize("ws", [(24, 3, 3, 3), (80, 3, 3, 3), (64, 5, 3, 3)],
+                         ids=["cout24", "cout80", "cin5"])
+def test_direct_channels_kernel_steps_aside(ws):
+    assert not _direct_taken((2, ws[1], 9, 9), ws, {}, pass_=0)

@@ -664,10 +664,13 @@ int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
 
 bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
                        const TensorView& output, Pair stride, Quad padding, Pair dilation,
-                       int64_t groups) {
+                       int64_t groups, int64_t pass) {
+  PYNN_CHECK(pass >= 0 && pass <= 2, "conv2d_direct: pass must be 0 (forward), 1 (input ",
+             "gradient) or 2 (weight gradient), got ", pass);
   const Conv2dGeom g = conv2d_geom(input, weight, output, stride, padding, dilation, groups,
                                    "conv2d_direct", "input", "output");
-  return input.device == Device::CPU && conv2d_direct_applies(g, input.dtype);
+  return input.device == Device::CPU &&
+         conv2d_direct_applies(g, input.dtype, static_cast<ConvPass>(pass));
 }
 
 void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
@@ -697,7 +700,8 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     T* y = output.ptr<T>();
     if (g.depthwise) return depthwise_forward(g, x, w, b, y);
     if constexpr (std::is_same<T, float>::value)
-      if (conv2d_direct_applies(g, input.dtype)) return conv2d_direct_forward(g, x, w, b, y);
+      if (conv2d_direct_applies(g, input.dtype, ConvPass::forward))
+        return conv2d_direct_forward(g, x, w, b, y);
     if (g.pointwise)
       return pointwise_forward(g, x, w, b, y, check_workspace(workspace, g, tile_cols, op),
                                tile_cols);
@@ -733,7 +737,7 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
     T* gx = grad_input.ptr<T>();
     if (g.depthwise) return depthwise_backward_input(g, gy, w, gx);
     if constexpr (std::is_same<T, float>::value)
-      if (conv2d_direct_applies(g, grad_output.dtype))
+      if (conv2d_direct_applies(g, grad_output.dtype, ConvPass::input_grad))
         return conv2d_direct_backward_input(g, gy, w, gx);
     if (conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g)) {
       // At stride 1 the input gradient is itself a convolution: of grad_output, padded by
@@ -809,7 +813,8 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
   check_dense(grad_weight, op, "grad_weight");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   check_same_dtype(grad_output, grad_weight, op, "grad_output", "grad_weight");
-  if (conv2d_direct_applies(g, grad_output.dtype))  // float32: no workspace, no partial sums
+  // float32: no workspace, no partial sums
+  if (conv2d_direct_applies(g, grad_output.dtype, ConvPass::weight_grad))
     return conv2d_direct_backward_weight(g, grad_output.ptr<float>(), input.ptr<float>(),
                                          grad_weight.ptr<float>());
   check_same_dtype(grad_output, workspace, op, "grad_output", "workspace");

@@ -1,6 +1,6 @@
 // Direct convolution kernels for layers with few channels (see conv_direct.h for when they run).
 //
-// Forward and input gradient share one kernel, row_conv: for one output row and a vector of 16
+// rows: forward and input gradient share one kernel, row_conv: for one output row and a vector of 16
 // positions along it, acc[oc] += w[oc, ic, kh, kw] * in[ic, oh + kh, ow + kw : ow + kw + 16]
 // over every tap, for a block of up to 8 output channels (8 accumulators, one vector load and
 // 8 broadcasts per tap). The input gradient is that same correlation of grad_output, zero-padded
@@ -8,6 +8,9 @@
 // The weight gradient keeps a block of output channels x KW taps of one (ic, kh) in registers
 // and sweeps every sample and row: gw[oc, ic, kh, kw] = sum gy[n, oc, oh, :] . in[n, ic, oh + kh,
 // kw : kw + OW], reduced across lanes at the end.
+// channels: acc[v][r] += w[16v : 16v + 16, ic, kh, kw] * x[ic, ih(oh, kh), iw(ow0 + r, kw)] for
+// NV = Cout / 16 vectors of output channels and R = 24 / NV positions of a row (24
+// accumulators; NV weight loads and R broadcasts per tap).
 #include "cpu/conv_direct.h"
 
 #include <algorithm>
@@ -28,6 +31,7 @@
 
 namespace pynn {
 namespace {
+#if PYNN_DIRECT_X86
 
 constexpr int64_t kMaxChannels = 16;
 constexpr int64_t kMaxKW = 7;
@@ -70,7 +74,6 @@ Planes padded_sample(const float* src, int64_t C, int64_t H, int64_t W, int64_t 
   return {buf.data(), Hp, Wp};
 }
 
-#if PYNN_DIRECT_X86
 PYNN_TARGET_AVX512F inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
 }
@@ -210,22 +213,154 @@ void wgrad_all(const Conv2dGeom& g, const float* gy, const float* x, float* gw) 
     }
   });
 }
+// ---- channels: output channels as the vector lanes ----
+
+// acc[v][r] over the taps of positions ow0 .. ow0 + R - 1 of row oh, whose windows lie inside
+// the input along W; rows kh in [kh0, kh1) are inside along H. wt: [C][KH][KW][Cout]. The
+// block goes to blk[r * Cout + oc].
+template <int NV, int R>
+PYNN_TARGET_AVX512F void chan_block(const Conv2dGeom& g, const float* x, const float* wt,
+                                    const float* bias, int64_t kh0, int64_t kh1, int64_t ih0,
+                                    int64_t iw0, float* blk) {
+  constexpr int64_t Cout = 16 * NV;
+  const int64_t C = g.C, KH = g.KH, KW = g.KW, H = g.H, W = g.W, sw = g.sw, dh = g.dh,
+                dw = g.dw;
+  __m512 acc[NV][R];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 24
+    for (int r = 0; r < R; ++r) acc[v][r] = b;
+  }
+  for (int64_t ic = 0; ic < C; ++ic)
+    for (int64_t kh = kh0; kh < kh1; ++kh) {
+      const float* row = x + (ic * H + ih0 + kh * dh) * W + iw0;
+      const float* wk = wt + (ic * KH + kh) * KW * Cout;
+      for (int64_t kw = 0; kw < KW; ++kw, wk += Cout) {
+        __m512 wv[NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
+        const float* xr = row + kw * dw;
+#pragma GCC unroll 24
+        for (int r = 0; r < R; ++r) {
+          const __m512 xv = _mm512_set1_ps(xr[r * sw]);
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_fmadd_ps(wv[v], xv, acc[v][r]);
+        }
+      }
+    }
+#pragma GCC unroll 24
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(blk + r * Cout + 16 * v, acc[v][r]);
+  (void)W;
+}
+
+// chan_block<NV, r> for a runtime r in [1, R]: the interior positions left after whole blocks.
+template <int NV, int R>
+void chan_block_n(int r, const Conv2dGeom& g, const float* x, const float* wt, const float* bias,
+                  int64_t kh0, int64_t kh1, int64_t ih0, int64_t iw0, float* blk) {
+  if constexpr (R > 1)
+    if (r < R) return chan_block_n<NV, R - 1>(r, g, x, wt, bias, kh0, kh1, ih0, iw0, blk);
+  chan_block<NV, R>(g, x, wt, bias, kh0, kh1, ih0, iw0, blk);
+}
+
+// One position whose window crosses the padding along W: the taps outside are skipped.
+template <int NV>
+PYNN_TARGET_AVX512F void chan_edge(const Conv2dGeom& g, const float* x, const float* wt,
+                                   const float* bias, int64_t kh0, int64_t kh1, int64_t ih0,
+                                   int64_t iw, float* blk) {
+  constexpr int64_t Cout = 16 * NV;
+  __m512 acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v)
+    acc[v] = bias != nullptr ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
+  for (int64_t ic = 0; ic < g.C; ++ic)
+    for (int64_t kh = kh0; kh < kh1; ++kh) {
+      const float* row = x + (ic * g.H + ih0 + kh * g.dh) * g.W;
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t i = iw + kw * g.dw;
+        if (i < 0 || i >= g.W) continue;
+        const float* wk = wt + ((ic * g.KH + kh) * g.KW + kw) * Cout;
+        const __m512 xv = _mm512_set1_ps(row[i]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v)
+          acc[v] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * v), xv, acc[v]);
+      }
+    }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) _mm512_storeu_ps(blk + 16 * v, acc[v]);
+}
+
+template <int NV>
+void chan_forward(const Conv2dGeom& g, const float* x, const float* w, const float* b, float* y) {
+  constexpr int64_t Cout = 16 * NV;
+  constexpr int R = 24 / NV;
+  const int64_t kk = g.KH * g.KW;
+  std::vector<float> wt(static_cast<size_t>(g.C * kk * Cout));  // [C][KH][KW][Cout]
+  for (int64_t oc = 0; oc < Cout; ++oc)
+    for (int64_t i = 0; i < g.C * kk; ++i) wt[i * Cout + oc] = w[oc * g.C * kk + i];
+  // Positions ow in [lo, hi) read only inside the input along W (conv_valid_out_range's rule).
+  const int64_t lo = std::min(g.OW, (g.pl + g.sw - 1) / g.sw);
+  const int64_t reach = (g.KW - 1) * g.dw - g.pl;  // iw of the last tap less ow * sw
+  const int64_t hi = std::max(lo, std::min(g.OW, g.W - reach > 0 ? (g.W - 1 - reach) / g.sw + 1 : 0));
+  const int64_t row_cost = g.C * kk * NV * g.OW;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, row_cost));
+  parallel_for(0, g.N * g.OH, grain, [&](int64_t i0, int64_t i1) {
+    thread_local std::vector<float> blk_buf;
+    if (blk_buf.size() < static_cast<size_t>((g.OW + R) * Cout))
+      blk_buf.resize(static_cast<size_t>((g.OW + R) * Cout));
+    float* blk = blk_buf.data();
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / g.OH, oh = i % g.OH;
+      const float* xn = x + n * g.C * g.HW;
+      // rows kh whose input row is inside: ih = oh * sh - pt + kh * dh in [0, H)
+      const int64_t ih0 = oh * g.sh - g.pt;
+      int64_t kh0 = 0, kh1 = g.KH;
+      while (kh0 < kh1 && ih0 + kh0 * g.dh < 0) ++kh0;
+      while (kh1 > kh0 && ih0 + (kh1 - 1) * g.dh >= g.H) --kh1;
+      for (int64_t ow = 0; ow < lo; ++ow)
+        chan_edge<NV>(g, xn, wt.data(), b, kh0, kh1, ih0, ow * g.sw - g.pl, blk + ow * Cout);
+      int64_t ow = lo;
+      for (; ow + R <= hi; ow += R)
+        chan_block<NV, R>(g, xn, wt.data(), b, kh0, kh1, ih0, ow * g.sw - g.pl, blk + ow * Cout);
+      if (ow < hi) {
+        chan_block_n<NV, R - 1>(static_cast<int>(hi - ow), g, xn, wt.data(), b, kh0, kh1, ih0,
+                                ow * g.sw - g.pl, blk + ow * Cout);
+        ow = hi;
+      }
+      for (; ow < g.OW; ++ow)
+        chan_edge<NV>(g, xn, wt.data(), b, kh0, kh1, ih0, ow * g.sw - g.pl, blk + ow * Cout);
+      // [OW][Cout] -> y[n, :, oh, :]
+      float* yr = y + n * Cout * g.P + oh * g.OW;
+      for (int64_t oc = 0; oc < Cout; ++oc)
+        for (int64_t j = 0; j < g.OW; ++j) yr[oc * g.P + j] = blk[j * Cout + oc];
+    }
+  });
+}
+bool rows_apply(const Conv2dGeom& g) {
+  if (g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1) return false;
+  if (g.C > kMaxChannels || g.Cout > kMaxChannels || g.KW > kMaxKW) return false;
+  return g.pt <= g.KH - 1 && pad_bottom(g) <= g.KH - 1 && g.pl <= g.KW - 1 &&
+         pad_right(g) <= g.KW - 1;
+}
+
+bool channels_apply(const Conv2dGeom& g) {
+  return g.C <= 4 && g.Cout % 16 == 0 && g.Cout <= 64;
+}
 #endif  // PYNN_DIRECT_X86
 
 }  // namespace
 
-bool conv2d_direct_applies(const Conv2dGeom& g, DType dtype) {
+bool conv2d_direct_applies(const Conv2dGeom& g, DType dtype, ConvPass pass) {
 #if PYNN_DIRECT_X86
-  if (dtype != DType::Float32 || g.G != 1 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1)
-    return false;
-  if (g.C > kMaxChannels || g.Cout > kMaxChannels || g.KW > kMaxKW) return false;
-  if (g.N == 0 || g.P == 0 || g.HW == 0) return false;
-  if (g.pt > g.KH - 1 || pad_bottom(g) > g.KH - 1 || g.pl > g.KW - 1 || pad_right(g) > g.KW - 1)
-    return false;
-  return gemm_selects_avx512() && direct_enabled();
+  if (dtype != DType::Float32 || g.G != 1 || g.N == 0 || g.P == 0 || g.HW == 0) return false;
+  const bool fits = rows_apply(g) || (pass == ConvPass::forward && channels_apply(g));
+  return fits && gemm_selects_avx512() && direct_enabled();
 #else
   (void)g;
   (void)dtype;
+  (void)pass;
   return false;
 #endif
 }
@@ -233,6 +368,14 @@ bool conv2d_direct_applies(const Conv2dGeom& g, DType dtype) {
 void conv2d_direct_forward(const Conv2dGeom& g, const float* x, const float* w, const float* b,
                            float* y) {
 #if PYNN_DIRECT_X86
+  if (channels_apply(g)) {  // every lane busy: preferred where both apply
+    switch (g.Cout / 16) {
+      case 1: return chan_forward<1>(g, x, w, b, y);
+      case 2: return chan_forward<2>(g, x, w, b, y);
+      case 3: return chan_forward<3>(g, x, w, b, y);
+      default: return chan_forward<4>(g, x, w, b, y);
+    }
+  }
   conv_all(x, g.N, g.C, g.H, g.W, g.pt, pad_bottom(g), g.pl, pad_right(g), w, g.KH, g.KW,
            g.Cout, b, y, g.OH, g.OW);
 #endif

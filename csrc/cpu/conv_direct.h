@@ -1,24 +1,36 @@
 #pragma once
-// Direct CPU convolution kernels for layers with few channels, such as LeNet-5's 6 -> 16 5x5
-// layer. There the implicit GEMM is bound by its packing: each packed column element is reused
-// by at most 16 output channels, so building the panels costs about as much as multiplying
-// them. These kernels read the input rows straight from memory, one vector of 16 output
-// positions along a row at a time, and multiply them by broadcast weights.
+// Direct CPU convolution kernels for layers with few channels, where the implicit GEMM is bound
+// by its packing (each packed column element feeds at most Cout multiply-adds, so with few
+// output channels building the panels costs about as much as multiplying them):
 //
-// They run for float32 on CPUs whose GEMM kernel choice is AVX-512 (PYNN_GEMM_KERNEL honoured),
-// for ungrouped convolutions with stride 1, dilation 1, at most 16 input and 16 output
-// channels, kernel width <= 7 and each padding at most kernel size - 1; every other case (and
-// PYNN_CONV_DIRECT=0, which the tests use to cover the general path on the same shapes) takes
-// the implicit GEMM. Scratch, only with padding: each thread keeps a zero-padded copy of the one
-// sample it works on (at most 16 planes of (H + pads) x (W + pads) floats, grow-only; for the
-// input gradient the sample of grad_output, padded by K - 1 - pad), and the weight gradient
-// pads the whole input once per call (N x C x (H + pads) x (W + pads) floats, freed after it).
+//  - rows: at most 16 input and 16 output channels (LeNet-5's 1 -> 6 and 6 -> 16 layers). The
+//    forward and both gradients read the input rows straight from memory, 16 positions along a
+//    row per vector, times broadcast weights. Stride 1, dilation 1, each padding at most
+//    kernel size - 1, kernel width <= 7.
+//  - channels (forward only): at most 4 input channels and 16, 32, 48 or 64 output channels (the
+//    first layer of AlexNet, VGG, ResNet, GoogLeNet on RGB images). The output channels are the
+//    vector lanes and a few positions of a row are broadcast from the input, so no lane is idle
+//    whatever the width or stride; positions whose window crosses the padding take the same
+//    kernel one at a time with the taps outside skipped.
+//
+// Both run for float32, one group, on CPUs whose GEMM kernel choice is AVX-512
+// (PYNN_GEMM_KERNEL honoured); PYNN_CONV_DIRECT=0 turns them off (the tests use it to cover the
+// implicit GEMM on the same shapes). Scratch, only for the rows kernels with padding: each
+// thread keeps a zero-padded copy of the one sample it works on (at most 16 planes of
+// (H + pads) x (W + pads) floats, grow-only; for the input gradient the sample of grad_output,
+// padded by K - 1 - pad), and the weight gradient pads the whole input once per call
+// (N x C x (H + pads) x (W + pads) floats, freed after it). The channels kernel keeps a block
+// of Cout x OW outputs per thread before writing it out as NCHW (at most 64 x OW floats).
 #include "core/tensor.h"
 #include "math/conv.h"
 
 namespace pynn {
 
-bool conv2d_direct_applies(const Conv2dGeom& g, DType dtype);
+enum class ConvPass : int { forward = 0, input_grad = 1, weight_grad = 2 };
+
+// Whether `pass` of this convolution runs here (rows or channels kernels) instead of the
+// implicit GEMM.
+bool conv2d_direct_applies(const Conv2dGeom& g, DType dtype, ConvPass pass);
 
 // y = conv(x, w) + b (b may be null)
 void conv2d_direct_forward(const Conv2dGeom& g, const float* x, const float* w, const float* b,

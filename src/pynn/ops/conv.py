@@ -192,7 +192,7 @@ class Conv2dFunction(torch.autograd.Function):
                      B.view(ws), *geom)
         else:
             depthwise = w.shape[1] == 1 and groups > 1
-            if depthwise or B._C.conv2d_direct_cpu(B.view(x), B.view(w), B.view(y), *geom):
+            if depthwise or B._C.conv2d_direct_cpu(B.view(x), B.view(w), B.view(y), *geom, 0):
                 tile, ws, packed = 1, x.new_empty((1, 0)), x.new_empty(0)
             elif not columns:  # 1x1, stride 1, unpadded: gemm_cpu straight from the input
                 tile, _, ws = _cpu_workspace(x, N * groups, C // groups, OH * OW, False)
@@ -227,9 +227,10 @@ class Conv2dFunction(torch.autograd.Function):
         # on the GPU both gradients use one column workspace, in turn on the same stream
         cuda_ws = (_cuda_workspace(x, N, C * KH * KW, P, columns)
                    if x.is_cuda and (need_x or need_w) else None)
-        # the CPU's direct kernels (few channels) need no workspace in either gradient
-        direct = not x.is_cuda and B._C.conv2d_direct_cpu(B.view(x), B.view(w), B.view(gy),
-                                                          *ctx.geom)
+        # the CPU's direct kernels (few channels) need no workspace
+        def direct(pass_):  # 1: input gradient, 2: weight gradient
+            return not x.is_cuda and B._C.conv2d_direct_cpu(B.view(x), B.view(w), B.view(gy),
+                                                            *ctx.geom, pass_)
         if need_x:
             grad_input = torch.empty_like(x)
             if x.is_cuda:
@@ -237,7 +238,7 @@ class Conv2dFunction(torch.autograd.Function):
                          B.view(cuda_ws), *ctx.geom)
             else:
                 depthwise = cin_g == 1 and groups > 1
-                if direct:
+                if direct(1):
                     tile, ws, packed = 1, x.new_empty((1, 0)), x.new_empty(0)
                 elif not depthwise and B._C.conv2d_input_grad_is_conv(stride, pads, dilation,
                                                                        KH, KW, cin_g):
@@ -257,7 +258,7 @@ class Conv2dFunction(torch.autograd.Function):
                 B.launch("conv2d_backward_weight", x, B.view(gy), B.view(x), B.view(grad_weight),
                          B.view(cuda_ws), *ctx.geom)
             else:
-                if direct:
+                if direct(2):
                     tile, ws, partial = 1, x.new_empty((1, 0)), x.new_empty(0)
                 else:
                     phase = (cin_g, H, W, gy.shape[3], KH, stride[0], stride[1], dilation[0])
