@@ -585,3 +585,17 @@ def test_direct_channels_kernel_matches_torch(name, xs, ws, kw, threads, pool_th
                          ids=["cout24", "cout80", "cin5"])
 def test_direct_channels_kernel_steps_aside(ws):
     assert not _direct_taken((2, ws[1], 9, 9), ws, {}, pass_=0)
+
+
+@pytest.mark.parametrize("xs,ws,kw", [
+    ((3, 72, 5, 6), (64, 72, 3, 3), dict(padding=1)),              # forward and input gradient
+    ((2, 72, 9, 9), (80, 72, 3, 3), dict(stride=2, padding=1)),    # strided forward
+    ((17, 512, 5, 6), (64, 512, 3, 3), dict(padding=1)),           # two chunks of samples
+], ids=["pad1", "stride2", "two_chunks"])
+def test_few_output_positions_gemm(xs, ws, kw, dtype, pool_threads):
+    """Deep layers with at most 100 output positions run as one GEMM with positions as rows
+    (Y^T = cols^T W^T), samples side by side, then transpose to NCHW."""
+    pool_threads(2)
+    x, w, b = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype), torch.randn(ws[0], dtype=dtype)
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
