@@ -265,31 +265,78 @@ void chan_block_n(int r, const Conv2dGeom& g, const float* x, const float* wt, c
   chan_block<NV, R>(g, x, wt, bias, kh0, kh1, ih0, iw0, blk);
 }
 
-// One position whose window crosses the padding along W: the taps outside are skipped.
+// One position whose window crosses the padding along W: the taps outside are skipped. Even and
+// odd taps go to separate accumulators, so that NV = 1..4 chains do not leave the FMA unit
+// waiting on its own latency.
 template <int NV>
 PYNN_TARGET_AVX512F void chan_edge(const Conv2dGeom& g, const float* x, const float* wt,
                                    const float* bias, int64_t kh0, int64_t kh1, int64_t ih0,
                                    int64_t iw, float* blk) {
   constexpr int64_t Cout = 16 * NV;
-  __m512 acc[NV];
+  // taps kw in [kw0, kw1) read inside the row
+  int64_t kw0 = 0, kw1 = g.KW;
+  while (kw0 < kw1 && iw + kw0 * g.dw < 0) ++kw0;
+  while (kw1 > kw0 && iw + (kw1 - 1) * g.dw >= g.W) --kw1;
+  __m512 acc[2][NV];
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v)
-    acc[v] = bias != nullptr ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
+  for (int v = 0; v < NV; ++v) {
+    acc[0][v] = bias != nullptr ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();
+    acc[1][v] = _mm512_setzero_ps();
+  }
   for (int64_t ic = 0; ic < g.C; ++ic)
     for (int64_t kh = kh0; kh < kh1; ++kh) {
-      const float* row = x + (ic * g.H + ih0 + kh * g.dh) * g.W;
-      for (int64_t kw = 0; kw < g.KW; ++kw) {
-        const int64_t i = iw + kw * g.dw;
-        if (i < 0 || i >= g.W) continue;
-        const float* wk = wt + ((ic * g.KH + kh) * g.KW + kw) * Cout;
-        const __m512 xv = _mm512_set1_ps(row[i]);
+      const float* row = x + (ic * g.H + ih0 + kh * g.dh) * g.W + iw;
+      const float* wk = wt + ((ic * g.KH + kh) * g.KW) * Cout;
+      int64_t kw = kw0;
+      for (; kw + 1 < kw1; kw += 2) {
+#pragma GCC unroll 2
+        for (int e = 0; e < 2; ++e) {
+          const __m512 xv = _mm512_set1_ps(row[(kw + e) * g.dw]);
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v)
+            acc[e][v] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + (kw + e) * Cout + 16 * v), xv, acc[e][v]);
+        }
+      }
+      if (kw < kw1) {
+        const __m512 xv = _mm512_set1_ps(row[kw * g.dw]);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v)
-          acc[v] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * v), xv, acc[v]);
+          acc[0][v] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + kw * Cout + 16 * v), xv, acc[0][v]);
       }
     }
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) _mm512_storeu_ps(blk + 16 * v, acc[v]);
+  for (int v = 0; v < NV; ++v) _mm512_storeu_ps(blk + 16 * v, _mm512_add_ps(acc[0][v], acc[1][v]));
+}
+
+// dst[c * ld + j] = src[j * sld + c] for 16 channels c and n <= 16 positions j: a 16 x 16
+// transpose in registers (positions' channel vectors in, channels' runs of positions out).
+PYNN_TARGET_AVX512F void transpose16(const float* src, int64_t sld, int n, float* dst,
+                                     int64_t ld) {
+  __m512 r[16], t[16];
+  for (int j = 0; j < 16; ++j) r[j] = j < n ? _mm512_loadu_ps(src + j * sld) : _mm512_setzero_ps();
+  for (int j = 0; j < 16; j += 2) {  // interleave 32-bit elements of row pairs
+    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int j = 0; j < 16; j += 4) {  // then 64-bit pairs
+    const __m512d a = _mm512_castps_pd(t[j]), b = _mm512_castps_pd(t[j + 1]);
+    const __m512d c = _mm512_castps_pd(t[j + 2]), d = _mm512_castps_pd(t[j + 3]);
+    r[j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; ++j) {  // then 128-bit lanes, twice
+    t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
+    t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xDD);
+    t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
+    t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xDD);
+  }
+  const __mmask16 m = first_lanes(n);
+  for (int j = 0; j < 8; ++j) {  // row c is now channel c over the 16 positions
+    _mm512_mask_storeu_ps(dst + j * ld, m, _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88));
+    _mm512_mask_storeu_ps(dst + (j + 8) * ld, m, _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD));
+  }
 }
 
 template <int NV>
@@ -331,10 +378,12 @@ void chan_forward(const Conv2dGeom& g, const float* x, const float* w, const flo
       }
       for (; ow < g.OW; ++ow)
         chan_edge<NV>(g, xn, wt.data(), b, kh0, kh1, ih0, ow * g.sw - g.pl, blk + ow * Cout);
-      // [OW][Cout] -> y[n, :, oh, :]
+      // [OW][Cout] -> y[n, :, oh, :], 16 positions x 16 channels at a time
       float* yr = y + n * Cout * g.P + oh * g.OW;
-      for (int64_t oc = 0; oc < Cout; ++oc)
-        for (int64_t j = 0; j < g.OW; ++j) yr[oc * g.P + j] = blk[j * Cout + oc];
+      for (int64_t j0 = 0; j0 < g.OW; j0 += 16)
+        for (int v = 0; v < NV; ++v)
+          transpose16(blk + j0 * Cout + 16 * v, Cout, static_cast<int>(std::min<int64_t>(16, g.OW - j0)),
+                      yr + 16 * v * g.P + j0, g.P);
     }
   });
 }
