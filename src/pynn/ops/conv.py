@@ -21,6 +21,15 @@ Workspaces are allocated here with torch and handed to the kernels:
 A depthwise convolution (one input channel per group) runs direct loops without columns, and
 a 1x1, stride-1, unpadded one reads the input as its own column matrix (CPU forward: gemm_cpu
 per tile, no workspace).
+
+Other CPU paths, chosen in the core (csrc/cpu/conv.cpp, conv_direct.h) with their own bounded
+scratch:
+- direct kernels for float32 layers with few channels on AVX-512 CPUs (at most 16 in and 16 out,
+  stride 1: all three passes; at most 4 in and 16-64 out, e.g. RGB first layers: the forward).
+  conv2d_direct_cpu tells Python which passes take them, and it allocates no workspace for those.
+- at most 100 output positions per sample (deep 7x7 layers), forward and stride-1 input
+  gradient: one GEMM with positions as rows over a chunk of samples. The implicit GEMM's
+  workspace is still allocated for these calls but never touched.
 """
 from __future__ import annotations
 
