@@ -213,6 +213,7 @@ void wgrad_all(const Conv2dGeom& g, const float* gy, const float* x, float* gw) 
     }
   });
 }
+
 // ---- channels: output channels as the vector lanes ----
 
 // acc[v][r] over the taps of positions ow0 .. ow0 + R - 1 of row oh, whose windows lie inside
@@ -253,7 +254,6 @@ PYNN_TARGET_AVX512F void chan_block(const Conv2dGeom& g, const float* x, const f
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(blk + r * Cout + 16 * v, acc[v][r]);
-  (void)W;
 }
 
 // chan_block<NV, r> for a runtime r in [1, R]: the interior positions left after whole blocks.
@@ -285,20 +285,20 @@ PYNN_TARGET_AVX512F void chan_edge(const Conv2dGeom& g, const float* x, const fl
   }
   for (int64_t ic = 0; ic < g.C; ++ic)
     for (int64_t kh = kh0; kh < kh1; ++kh) {
-      const float* row = x + (ic * g.H + ih0 + kh * g.dh) * g.W + iw;
+      const float* row = x + (ic * g.H + ih0 + kh * g.dh) * g.W;  // read at iw + kw * dw >= 0
       const float* wk = wt + ((ic * g.KH + kh) * g.KW) * Cout;
       int64_t kw = kw0;
       for (; kw + 1 < kw1; kw += 2) {
 #pragma GCC unroll 2
         for (int e = 0; e < 2; ++e) {
-          const __m512 xv = _mm512_set1_ps(row[(kw + e) * g.dw]);
+          const __m512 xv = _mm512_set1_ps(row[iw + (kw + e) * g.dw]);
 #pragma GCC unroll 8
           for (int v = 0; v < NV; ++v)
             acc[e][v] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + (kw + e) * Cout + 16 * v), xv, acc[e][v]);
         }
       }
       if (kw < kw1) {
-        const __m512 xv = _mm512_set1_ps(row[kw * g.dw]);
+        const __m512 xv = _mm512_set1_ps(row[iw + kw * g.dw]);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v)
           acc[0][v] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + kw * Cout + 16 * v), xv, acc[0][v]);
