@@ -35,7 +35,7 @@ _synced_threads = -1
 
 def view(t: torch.Tensor) -> tuple:
     """The tuple the core reads as a TensorView."""
-    shape = tuple(t.shape)
+    shape = t.shape  # a torch.Size is a tuple: the core reads it as one
     if len(shape) > MAX_DIMS:
         raise ValueError(f"pynn supports tensors of at most {MAX_DIMS} dims, got {len(shape)}")
     # is_cpu / is_cuda are plain flags; t.device builds a device object (about 0.3 us a view)
@@ -151,7 +151,7 @@ def check_tensor(t, op: str, arg: str, *, floating: bool = True, dims=None) -> N
         raise TypeError(f"{op}: {arg} must be a Tensor, got {type(t).__name__}")
     if floating and t.dtype not in FLOATING:
         raise TypeError(f"{op}: {arg} must be float32 or float64, got {t.dtype}")
-    if t.device.type not in ("cpu", "cuda"):
+    if not (t.is_cpu or t.is_cuda):  # flags: t.device builds an object (~0.3 us)
         raise RuntimeError(f"{op}: {arg} is on {t.device}; pynn runs on cpu and cuda")
     if dims is not None and t.dim() not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
