@@ -412,7 +412,8 @@ IMPLICIT = [
 
 
 @pytest.mark.parametrize("name,xs,ws,kw", IMPLICIT, ids=[c[0] for c in IMPLICIT])
-def test_implicit_gemm_paths(name, xs, ws, kw, dtype):
+def test_implicit_gemm_paths(name, xs, ws, kw, dtype, monkeypatch):
+    monkeypatch.setenv("PYNN_CONV_DIRECT", "0")  # the few-channel cases here would go direct
     x = torch.randn(xs, dtype=dtype)
     w = torch.randn(ws, dtype=dtype)
     b = torch.randn(ws[0], dtype=dtype)
@@ -426,6 +427,7 @@ def test_implicit_gemm_every_panel_width(kernel, tiny_tiles, dtype, monkeypatch)
     """The panels follow the GEMM kernel's width: forcing each kernel (the AVX2 f64 and generic
     widths take the scalar packer) and tiles that end mid-panel give torch's answer."""
     monkeypatch.setenv("PYNN_GEMM_KERNEL", kernel)
+    monkeypatch.setenv("PYNN_CONV_DIRECT", "0")  # the implicit GEMM even where AVX-512 could
     try:
         F.conv2d(torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
     except RuntimeError as e:
@@ -461,7 +463,8 @@ def test_weight_panels_packed_by_several_threads(threads, groups, cout, pool_thr
     rows). The forward and the stride-1 input gradient (flipped weights) both pack them."""
     pool_threads(threads)
     cin = 240 * groups  # 240 * 9 = 2160 columns per group, one panel per chunk
-    x = torch.randn(2, cin, 5, 6, dtype=torch.float64)
+    # 11 x 10 = 110 positions: past the few-positions GEMM's limit of 100, so both passes pack
+    x = torch.randn(2, cin, 11, 10, dtype=torch.float64)
     w = torch.randn(cout, cin // groups, 3, 3, dtype=torch.float64)
     b = torch.randn(cout, dtype=torch.float64)
     ours, ref = run_both(x, w, b, dict(padding=1, groups=groups))

@@ -811,16 +811,7 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
         if (wf.size() < static_cast<size_t>(t.Cout * t.kcol))
           wf.resize(static_cast<size_t>(t.Cout * t.kcol));
         T* f = wf.data();
-        // 8 input channels at a time: w[co, ci0:ci0+8, :] is one contiguous run per co
-        parallel_for(0, (g.C + 7) / 8, 1, [&](int64_t b0, int64_t b1) {
-          for (int64_t ci0 = b0 * 8; ci0 < std::min(g.C, b1 * 8); ci0 += 8)
-            for (int64_t co = 0; co < g.Cout; ++co)
-              for (int64_t ci = ci0; ci < std::min(g.C, ci0 + 8); ++ci) {
-                const T* src = w + (co * g.C + ci) * kk + (kk - 1);
-                T* dst = f + ci * t.kcol + co * kk;
-                for (int64_t j = 0; j < kk; ++j) dst[j] = src[-j];
-              }
-        });
+        conv2d_flipped_weight(w, g.Cout, g.C, kk, f);
         return few_positions_conv(t, gy, static_cast<const T*>(f), static_cast<const T*>(nullptr),
                                   gx);
       }

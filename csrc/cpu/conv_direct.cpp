@@ -433,12 +433,9 @@ void conv2d_direct_forward(const Conv2dGeom& g, const float* x, const float* w, 
 void conv2d_direct_backward_input(const Conv2dGeom& g, const float* gy, const float* w,
                                   float* gx) {
 #if PYNN_DIRECT_X86
-  // wt[ic, oc, kh, kw] = w[oc, ic, KH-1-kh, KW-1-kw]: the input gradient's kernel.
   const int64_t kk = g.KH * g.KW;
-  std::vector<float> wt(static_cast<size_t>(g.C * g.Cout * kk));
-  for (int64_t oc = 0; oc < g.Cout; ++oc)
-    for (int64_t ic = 0; ic < g.C; ++ic)
-      for (int64_t t = 0; t < kk; ++t) wt[(ic * g.Cout + oc) * kk + t] = w[(oc * g.C + ic) * kk + kk - 1 - t];
+  std::vector<float> wt(static_cast<size_t>(g.C * g.Cout * kk));  // [C][Cout][KH][KW], flipped
+  conv2d_flipped_weight(w, g.Cout, g.C, kk, wt.data());
   conv_all(gy, g.N, g.Cout, g.OH, g.OW, g.KH - 1 - g.pt, g.KH - 1 - pad_bottom(g),
            g.KW - 1 - g.pl, g.KW - 1 - pad_right(g), wt.data(), g.KH, g.KW, g.C, nullptr, gx, g.H,
            g.W);

@@ -21,10 +21,31 @@
 // padded by K - 1 - pad), and the weight gradient pads the whole input once per call
 // (N x C x (H + pads) x (W + pads) floats, freed after it). The channels kernel keeps a block
 // of Cout x OW outputs per thread before writing it out as NCHW (at most 64 x OW floats).
+#include <algorithm>
+#include <cstdint>
+
+#include "core/parallel.h"
 #include "core/tensor.h"
 #include "math/conv.h"
 
 namespace pynn {
+
+// The kernel of the input gradient at stride 1, one group, as a row-major [C, Cout * KH * KW]
+// matrix: dst[ci, co * kk + j] = w[co, ci, kk - 1 - j] (kk = KH * KW; flipped, channel axes
+// swapped). Shared by the direct kernels and conv.cpp's few-positions GEMM.
+template <class T>
+void conv2d_flipped_weight(const T* w, int64_t Cout, int64_t C, int64_t kk, T* dst) {
+  // 8 input channels at a time: w[co, ci0:ci0+8, :] is one contiguous run per co
+  parallel_for(0, (C + 7) / 8, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t ci0 = b0 * 8; ci0 < std::min(C, b1 * 8); ci0 += 8)
+      for (int64_t co = 0; co < Cout; ++co)
+        for (int64_t ci = ci0; ci < std::min(C, ci0 + 8); ++ci) {
+          const T* src = w + (co * C + ci) * kk + (kk - 1);
+          T* d = dst + ci * Cout * kk + co * kk;
+          for (int64_t j = 0; j < kk; ++j) d[j] = src[-j];
+        }
+  });
+}
 
 enum class ConvPass : int { forward = 0, input_grad = 1, weight_grad = 2 };
 
