@@ -562,6 +562,48 @@ def test_cpu_rnn_loop_parity(I, H, bidir, batch, threads, nl, loop, dtype, cpu_t
     _check_grads(ref, ours, [xs[0], h0s[0]], [xs[1], h0s[1]], dtype, scale=T)
 
 
+# One LSTM step without a projection (every LSTMCell call, and a sequence of length one) reads
+# W_ih and W_hh in place: each thread broadcasts 8 (AVX-512) or 6 (AVX2) weight rows at a time
+# against the batch packed as 32-, 16- or 8-wide panels and writes the tile transposed into the
+# gates. The grid puts batches on and around those panels (1, 9, 32, 33, 70) and units that end
+# mid-tile (H = 3, 37, 131 split over 1-4 threads); weights with no unit column stride are
+# copied row-major first.
+CELL_STEP_GRID = [  # batch, I, H, threads
+    (1, 6, 7, 1), (33, 5, 131, 3), (70, 40, 37, 2), (32, 128, 64, 2), (9, 3, 3, 4), (16, 17, 24, 1)]
+
+
+@pytest.mark.parametrize("kernel", ["avx512", "avx2", "generic"])
+@pytest.mark.parametrize("batch,I,H,threads", CELL_STEP_GRID,
+                         ids=[f"B{b}-I{i}-H{h}-t{t}" for b, i, h, t in CELL_STEP_GRID])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_cpu_lstm_step_reads_weights_in_place(kernel, batch, I, H, threads, layout, dtype,
+                                              cpu_threads, monkeypatch):
+    monkeypatch.setenv("PYNN_GEMM_KERNEL", kernel)
+    cpu_threads(threads)
+    monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
+    x = torch.randn(batch, I, dtype=dtype)
+    h, c = torch.randn(batch, H, dtype=dtype), torch.randn(batch, H, dtype=dtype)
+    w_ih, w_hh = torch.randn(4 * H, I, dtype=dtype), torch.randn(4 * H, H, dtype=dtype) / 4
+    b_ih, b_hh = torch.randn(4 * H, dtype=dtype), torch.randn(4 * H, dtype=dtype)
+    if layout == "columns":  # same values, column-major storage
+        w_ih, w_hh = w_ih.t().contiguous().t(), w_hh.t().contiguous().t()
+    try:
+        h1, c1 = R.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    except RuntimeError as e:
+        assert "cannot run" in str(e) and kernel != "generic"
+        pytest.skip(f"this CPU cannot run the {kernel} kernel")
+    wide = [t.double() for t in (x, h, c, w_ih, w_hh, b_ih, b_hh)]
+    h_ref, c_ref = torch._VF.lstm_cell(wide[0], (wide[1], wide[2]), *wide[3:])
+    assert_close(h1, h_ref.to(dtype), dtype=dtype, scale=I + H)
+    assert_close(c1, c_ref.to(dtype), dtype=dtype, scale=I + H)
+    # A sequence of one step takes the same path.
+    cfg = R.RecurrentConfig("LSTM", 1, False, True, H, 0, 0.0, False)
+    y, hn, cn = R.recurrent(x[None], h[None], c[None], [w_ih, w_hh, b_ih, b_hh], cfg)
+    torch.testing.assert_close(y[0], h1, rtol=0, atol=0)
+    torch.testing.assert_close(hn[0], h1, rtol=0, atol=0)
+    torch.testing.assert_close(cn[0], c1, rtol=0, atol=0)
+
+
 def test_cpu_loop_thread_counts_agree(cpu_threads, monkeypatch):
     """The split over threads changes only which thread computes what: 1, 2 and 3 threads give
     the same bits, as does the step-by-step loop (each output element is the same sum in the

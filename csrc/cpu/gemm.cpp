@@ -107,6 +107,11 @@ struct Plan {
   void (*pack_a)(int64_t mc, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* Ap);
   // B[0:kc, 0:nc] -> NR-column panels [k][NR], zero-padded past nc (the kernel computes full NR).
   void (*pack_b)(int64_t kc, int64_t nc, const T* B, int64_t b_rs, int64_t b_cs, T* Bp);
+  // tile[i * nr + c] = sum over terms of row i of W . column c of the X^T panel, rows i < rows
+  // (GemmPacking::multiply_rows; the terms point at the tile's first row and panel).
+  void (*rows_kernel)(int rows, const typename GemmPacking<T>::Term* terms, int nterms, T* tile);
+  // C[c, i] = tile[i * nr + c] for i < rows, c < cols.
+  void (*store_transposed)(int rows, int cols, const T* tile, T* C, int64_t c_rs);
 };
 
 // ---- packing -------------------------------------------------------------------------------
@@ -247,6 +252,41 @@ void kernel_generic(int rows, int64_t kc, const T* Ap, const T* Bp, T* C, int64_
   }
 }
 
+// Weights-in-place tile (GemmPacking::multiply_rows): rows of W broadcast, X^T panel as vector.
+template <class T, int NR, int ROWS>
+void rows_generic_rows(const typename GemmPacking<T>::Term* terms, int nterms, T* tile) {
+  T acc[ROWS][NR];
+  for (int i = 0; i < ROWS; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
+  for (int t = 0; t < nterms; ++t) {
+    const T* Xt = terms[t].Xt;
+    for (int64_t k = 0; k < terms[t].K; ++k)
+      for (int i = 0; i < ROWS; ++i) {
+        const T a = terms[t].W[i * terms[t].w_rs + k];
+        for (int j = 0; j < NR; ++j) acc[i][j] += a * Xt[k * NR + j];
+      }
+  }
+  for (int i = 0; i < ROWS; ++i)
+    for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[i][j];
+}
+
+template <class T, int NR>
+void store_transposed_generic(int rows, int cols, const T* tile, T* C, int64_t c_rs) {
+  for (int c = 0; c < cols; ++c)
+    for (int i = 0; i < rows; ++i) C[c * c_rs + i] = tile[i * NR + c];
+}
+
+template <class T, int MR, int NR>
+void rows_generic(int rows, const typename GemmPacking<T>::Term* terms, int nterms, T* tile) {
+  static_assert(MR == 4, "update the switch");
+  switch (rows) {
+    case 1: return rows_generic_rows<T, NR, 1>(terms, nterms, tile);
+    case 2: return rows_generic_rows<T, NR, 2>(terms, nterms, tile);
+    case 3: return rows_generic_rows<T, NR, 3>(terms, nterms, tile);
+    default: return rows_generic_rows<T, NR, 4>(terms, nterms, tile);
+  }
+}
+
 template <class T, int P>
 void pack_lines_generic(int lines, int64_t kc, const T* src, int64_t ld, T* dst) {
   pack_lines_scalar<T, P>(0, lines, kc, src, ld, dst);
@@ -267,7 +307,7 @@ template <class T>
 Plan<T> generic_plan() {
   constexpr int MR = 4, NR = std::is_same<T, float>::value ? 8 : 4;
   return Plan<T>{MR, NR, 256, 512, 256, kernel_generic<T, MR, NR>, pack_a_generic<T, MR>,
-                 pack_b_generic<T, NR>};
+                 pack_b_generic<T, NR>, rows_generic<T, MR, NR>, store_transposed_generic<T, NR>};
 }
 
 #if PYNN_GEMM_X86
@@ -458,6 +498,100 @@ PYNN_GEMM_DEFINE_KERNEL_BODY(kernel_body_avx512, PYNN_TARGET_AVX512)
 PYNN_GEMM_DEFINE_KERNEL_BODY(kernel_body_avx2, PYNN_TARGET_AVX2)
 #undef PYNN_GEMM_DEFINE_KERNEL_BODY
 
+// The weights-in-place tile: the same register tile with A's MR rows read from W's rows
+// (ROWS pointers, one broadcast each per k) instead of a packed panel. It leaves the tile in
+// an aligned buffer; multiply_rows transposes it into C.
+#define PYNN_GEMM_DEFINE_ROWS_BODY(NAME, TARGET)                                                \
+  template <class Vt, int NV, int ROWS>                                                         \
+  TARGET PYNN_ALWAYS_INLINE void NAME(const typename GemmPacking<typename Vt::S>::Term* terms,   \
+                                      int nterms, typename Vt::S* tile) {                       \
+    using V = typename Vt::V;                                                                   \
+    using S = typename Vt::S;                                                                   \
+    constexpr int NR = NV * Vt::W;                                                              \
+    V acc[ROWS][NV];                                                                            \
+    for (int i = 0; i < ROWS; ++i)                                                              \
+      for (int v = 0; v < NV; ++v) acc[i][v] = Vt::zero();                                      \
+    for (int t = 0; t < nterms; ++t) {                                                          \
+      const S* a[ROWS];                                                                         \
+      for (int i = 0; i < ROWS; ++i) a[i] = terms[t].W + i * terms[t].w_rs;                     \
+      const S* __restrict Bp = terms[t].Xt;                                                     \
+      const int64_t K = terms[t].K;                                                             \
+      _Pragma("GCC unroll 4") for (int64_t k = 0; k < K; ++k) {                                 \
+        V b[NV];                                                                                \
+        for (int v = 0; v < NV; ++v) b[v] = Vt::load(Bp + v * Vt::W);                          \
+        for (int i = 0; i < ROWS; ++i) {                                                        \
+          const V x = Vt::set1(a[i][k]);                                                        \
+          for (int v = 0; v < NV; ++v) acc[i][v] = Vt::fma(x, b[v], acc[i][v]);                 \
+        }                                                                                       \
+        Bp += NR;                                                                               \
+      }                                                                                         \
+    }                                                                                           \
+    for (int i = 0; i < ROWS; ++i)                                                              \
+      for (int v = 0; v < NV; ++v) Vt::storeu(tile + i * NR + v * Vt::W, acc[i][v]);            \
+  }
+PYNN_GEMM_DEFINE_ROWS_BODY(rows_body_avx512, PYNN_TARGET_AVX512)
+PYNN_GEMM_DEFINE_ROWS_BODY(rows_body_avx2, PYNN_TARGET_AVX2)
+#undef PYNN_GEMM_DEFINE_ROWS_BODY
+
+#define PYNN_GEMM_ROWS_KERNEL(NAME, TARGET, BODY, VT, MR, NV)                                  \
+  template <int ROWS>                                                                          \
+  TARGET void NAME##_rows(const GemmPacking<VT::S>::Term* terms, int nterms, VT::S* tile) {    \
+    BODY<VT, NV, ROWS>(terms, nterms, tile);                                                   \
+  }                                                                                            \
+  TARGET void NAME(int rows, const GemmPacking<VT::S>::Term* terms, int nterms, VT::S* tile) { \
+    static_assert(MR == 8 || MR == 6, "update the switch");                                    \
+    switch (rows) {                                                                            \
+      case 1: return NAME##_rows<1>(terms, nterms, tile);                                      \
+      case 2: return NAME##_rows<2>(terms, nterms, tile);                                      \
+      case 3: return NAME##_rows<3>(terms, nterms, tile);                                      \
+      case 4: return NAME##_rows<4>(terms, nterms, tile);                                      \
+      case 5: return NAME##_rows<5>(terms, nterms, tile);                                      \
+      case 6: return NAME##_rows<6>(terms, nterms, tile);                                      \
+      case 7: return NAME##_rows<MR == 8 ? 7 : 6>(terms, nterms, tile);                        \
+      default: return NAME##_rows<MR>(terms, nterms, tile);                                    \
+    }                                                                                          \
+  }
+PYNN_GEMM_ROWS_KERNEL(r512f, PYNN_TARGET_AVX512, rows_body_avx512, Avx512F, 8, 2)
+PYNN_GEMM_ROWS_KERNEL(r512d, PYNN_TARGET_AVX512, rows_body_avx512, Avx512D, 8, 2)
+PYNN_GEMM_ROWS_KERNEL(r256f, PYNN_TARGET_AVX2, rows_body_avx2, Avx2F, 6, 2)
+PYNN_GEMM_ROWS_KERNEL(r256d, PYNN_TARGET_AVX2, rows_body_avx2, Avx2D, 6, 2)
+#undef PYNN_GEMM_ROWS_KERNEL
+
+// The tile's W x W blocks go out through the register transposes of the packers, whole blocks
+// only; a partial block (an N edge of fewer than W rows, a batch edge) takes the scalar loop.
+template <int NR>
+PYNN_TARGET_AVX2 void store_transposed_avx2(int rows, int cols, const float* tile, float* C,
+                                            int64_t c_rs) {
+  int c0 = 0;
+  if (rows == 8) {
+    for (; c0 + 8 <= cols; c0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_load_ps(tile + i * NR + c0);
+      transpose8(r);
+      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(C + (c0 + j) * c_rs, r[j]);
+    }
+  }
+  store_transposed_generic<float, NR>(rows, cols - c0, tile + c0, C + c0 * c_rs, c_rs);
+}
+
+template <int NR>
+PYNN_TARGET_AVX2 void store_transposed_avx2(int rows, int cols, const double* tile, double* C,
+                                            int64_t c_rs) {
+  int i0 = 0;
+  for (; i0 + 4 <= rows; i0 += 4) {
+    int c0 = 0;
+    for (; c0 + 4 <= cols; c0 += 4) {
+      __m256d r[4];
+      for (int i = 0; i < 4; ++i) r[i] = _mm256_load_pd(tile + (i0 + i) * NR + c0);
+      transpose4(r);
+      for (int j = 0; j < 4; ++j) _mm256_storeu_pd(C + (c0 + j) * c_rs + i0, r[j]);
+    }
+    store_transposed_generic<double, NR>(4, cols - c0, tile + i0 * NR + c0, C + c0 * c_rs + i0,
+                                         c_rs);
+  }
+  store_transposed_generic<double, NR>(rows - i0, cols, tile + i0 * NR, C + i0, c_rs);
+}
+
 #define PYNN_GEMM_KERNEL_ROWS(NAME, TARGET, BODY, VT, MR, NV)                                  \
   template <int ROWS>                                                                          \
   TARGET void NAME##_rows(int64_t kc, const VT::S* Ap, const VT::S* Bp, VT::S* C, int64_t c_rs, \
@@ -550,24 +684,28 @@ Plan<T> avx512_plan();
 template <>
 Plan<float> avx512_plan<float>() {
   return Plan<float>{8, 32, 384, 1024, 256, kernel_avx512<float>, pack_a_avx2<float, 8>,
-                     pack_b_avx2<float, 32>};
+                     pack_b_avx2<float, 32>, r512f,
+                     store_transposed_avx2<32>};
 }
 template <>
 Plan<double> avx512_plan<double>() {
   return Plan<double>{8, 16, 192, 512, 256, kernel_avx512<double>, pack_a_avx2<double, 8>,
-                      pack_b_avx2<double, 16>};
+                      pack_b_avx2<double, 16>, r512d,
+                      store_transposed_avx2<16>};
 }
 template <class T>
 Plan<T> avx2_plan();
 template <>
 Plan<float> avx2_plan<float>() {
   return Plan<float>{6, 16, 384, 1020, 256, kernel_avx2<float>, pack_a_avx2<float, 6>,
-                     pack_b_avx2<float, 16>};
+                     pack_b_avx2<float, 16>, r256f,
+                     store_transposed_avx2<16>};
 }
 template <>
 Plan<double> avx2_plan<double>() {
   return Plan<double>{6, 8, 192, 510, 256, kernel_avx2<double>, pack_a_avx2<double, 6>,
-                      pack_b_avx2<double, 8>};
+                      pack_b_avx2<double, 8>, r256d,
+                      store_transposed_avx2<8>};
 }
 #endif  // PYNN_GEMM_X86
 
@@ -835,6 +973,41 @@ void GemmPacking<T>::multiply(int64_t M, int64_t N, int64_t K, T alpha, const T*
     const int64_t kc = std::min(pl.kc, K - pc);
     macro_block(pl, M, N, kc, Ap + pc * Mp, kc, Bp + pc * Np, kc, alpha, pc == 0 ? beta : T(1),
                 C, c_rs);
+  }
+}
+
+template <class T>
+size_t GemmPacking<T>::x_size(int64_t M, int64_t K) const {
+  return static_cast<size_t>(round_up(M, as_plan<T>(plan_).nr) * K);
+}
+
+// X^T [K, M] as B panels of the whole K (panel j at Xt + j * NR * K), columns past M zero.
+template <class T>
+void GemmPacking<T>::pack_x(int64_t M, int64_t K, const T* X, int64_t x_rs, int64_t x_cs,
+                            T* Xt) const {
+  if (M > 0 && K > 0) as_plan<T>(plan_).pack_b(K, M, X, x_cs, x_rs, Xt);
+}
+
+template <class T>
+void GemmPacking<T>::multiply_rows(int64_t M, int64_t N, const Term* terms, int nterms, T* C,
+                                   int64_t c_rs) const {
+  const Plan<T>& pl = as_plan<T>(plan_);
+  const int MR = pl.mr, NR = pl.nr;
+  PYNN_CHECK(nterms >= 1 && nterms <= 4, "multiply_rows: 1 to 4 terms, got ", nterms);
+  alignas(64) T tile[8 * 32];  // MR x NR, MR <= 8 and NR <= 32
+  Term at[4];
+  for (int64_t n0 = 0; n0 < N; n0 += MR) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, N - n0));
+    for (int64_t m0 = 0; m0 < M; m0 += NR) {
+      const int cols = static_cast<int>(std::min<int64_t>(NR, M - m0));
+      for (int t = 0; t < nterms; ++t)
+        at[t] = Term{terms[t].W + n0 * terms[t].w_rs, terms[t].w_rs, terms[t].Xt + m0 * terms[t].K,
+                     terms[t].K};
+      // The tile's C lines (one per batch row) are fetched while the k loop runs.
+      for (int c = 0; c < cols; ++c) __builtin_prefetch(C + (m0 + c) * c_rs + n0, 1);
+      pl.rows_kernel(rows, at, nterms, tile);
+      pl.store_transposed(rows, cols, tile, C + m0 * c_rs + n0, c_rs);  // column c -> row m0 + c
+    }
   }
 }
 

@@ -28,6 +28,24 @@ class GemmPacking {
   void multiply(int64_t M, int64_t N, int64_t K, T alpha, const T* Ap, const T* Bp, T beta, T* C,
                 int64_t c_rs) const;
 
+  // ---- weights read in place ----
+  // C[M, N] = sum over terms of X_t[M, K_t] @ W_t[N, K_t]^T for a small M (a
+  // batch), computed as C^T = W @ X^T: the micro-kernel broadcasts MR rows of W straight from
+  // memory, each element once per k, and takes the batch as its vector operand from X^T packed
+  // by pack_x. W is never repacked, so a weight that may change between calls (an LSTMCell
+  // step driven from Python) costs no packing, and a fixed one stays in the caller's cache as
+  // it is. The tile comes out transposed into C. W must have unit column stride; serial.
+  struct Term {
+    const T* W;       // row n of W_t at W + n * w_rs
+    int64_t w_rs;
+    const T* Xt;      // X_t^T as pack_x left it
+    int64_t K;
+  };
+  size_t x_size(int64_t M, int64_t K) const;  // elements of pack_x's output
+  void pack_x(int64_t M, int64_t K, const T* X, int64_t x_rs, int64_t x_cs, T* Xt) const;
+  void multiply_rows(int64_t M, int64_t N, const Term* terms, int nterms, T* C,
+                     int64_t c_rs) const;
+
  private:
   const void* plan_;
 };

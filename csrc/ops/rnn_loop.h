@@ -13,7 +13,8 @@
 //       the part of a loop where each step needs the previous one. The CUDA backend runs the
 //       step-by-step versions below (lstm_forward_steps, ...), built from the calls above; the
 //       CPU backend runs the same arithmetic as one parallel region that keeps the recurrent
-//       weights packed across steps (csrc/cpu/rnn.cpp), and these step-by-step versions when
+//       weights packed across steps (a single LSTM step reads them in place instead;
+//       csrc/cpu/rnn.cpp), and these step-by-step versions when
 //       PYNN_RNN_LOOP=steps (the tests run both).
 //
 // Structure (why it is fast): the input projection of every step is one GEMM before the loop
