@@ -562,8 +562,8 @@ def test_cpu_rnn_loop_parity(I, H, bidir, batch, threads, nl, loop, dtype, cpu_t
     _check_grads(ref, ours, [xs[0], h0s[0]], [xs[1], h0s[1]], dtype, scale=T)
 
 
-# One LSTM step without a projection (every LSTMCell call, and a sequence of length one) reads
-# W_ih and W_hh in place: each thread broadcasts 8 (AVX-512) or 6 (AVX2) weight rows at a time
+# One LSTM step without a projection (every LSTMCell call, and a sequence of length one) and
+# one Elman step (RNNCell) read W_ih and W_hh in place: each thread broadcasts 8 (AVX-512) or 6 (AVX2) weight rows at a time
 # against the batch packed as 32-, 16- or 8-wide panels and writes the tile transposed into the
 # gates. The grid puts batches on and around those panels (1, 9, 32, 33, 70) and units that end
 # mid-tile (H = 3, 37, 131 split over 1-4 threads); weights with no unit column stride are
@@ -602,6 +602,35 @@ def test_cpu_lstm_step_reads_weights_in_place(kernel, batch, I, H, threads, layo
     torch.testing.assert_close(y[0], h1, rtol=0, atol=0)
     torch.testing.assert_close(hn[0], h1, rtol=0, atol=0)
     torch.testing.assert_close(cn[0], c1, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kernel", ["avx512", "avx2", "generic"])
+@pytest.mark.parametrize("batch,I,H,threads", CELL_STEP_GRID,
+                         ids=[f"B{b}-I{i}-H{h}-t{t}" for b, i, h, t in CELL_STEP_GRID])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+@pytest.mark.parametrize("nl", ["tanh", "relu"])
+def test_cpu_rnn_step_reads_weights_in_place(kernel, batch, I, H, threads, layout, nl, dtype,
+                                             cpu_threads, monkeypatch):
+    monkeypatch.setenv("PYNN_GEMM_KERNEL", kernel)
+    cpu_threads(threads)
+    monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
+    x, h = torch.randn(batch, I, dtype=dtype), torch.randn(batch, H, dtype=dtype)
+    w_ih, w_hh = torch.randn(H, I, dtype=dtype), torch.randn(H, H, dtype=dtype) / 4
+    b_ih, b_hh = torch.randn(H, dtype=dtype), torch.randn(H, dtype=dtype)
+    if layout == "columns":
+        w_ih, w_hh = w_ih.t().contiguous().t(), w_hh.t().contiguous().t()
+    try:
+        h1 = R.rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nl)
+    except RuntimeError as e:
+        assert "cannot run" in str(e) and kernel != "generic"
+        pytest.skip(f"this CPU cannot run the {kernel} kernel")
+    wide = [t.double() for t in (x, h, w_ih, w_hh, b_ih, b_hh)]
+    ref = torch._VF.rnn_tanh_cell if nl == "tanh" else torch._VF.rnn_relu_cell
+    assert_close(h1, ref(*wide).to(dtype), dtype=dtype, scale=I + H)
+    cfg = R.RecurrentConfig("RNN_" + nl.upper(), 1, False, True, H, 0, 0.0, False)
+    y, hn, _ = R.recurrent(x[None], h[None], None, [w_ih, w_hh, b_ih, b_hh], cfg)
+    torch.testing.assert_close(y[0], h1, rtol=0, atol=0)
+    torch.testing.assert_close(hn[0], h1, rtol=0, atol=0)
 
 
 def test_cpu_loop_thread_counts_agree(cpu_threads, monkeypatch):

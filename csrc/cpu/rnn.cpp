@@ -674,6 +674,36 @@ void lstm_backward_fused(const LstmBackwardSteps<T>& a) {
   });
 }
 
+// One Elman step (an RNNCell call): W_ih and W_hh read in place, as lstm_forward_single_step.
+template <class T>
+void rnn_forward_single_step(const RnnForwardSteps<T>& a) {
+  const int64_t B = a.batch, I = a.I, H = a.H;
+  const GemmPacking<T> gp;
+  const int planned = recurrence_threads(2.0 * B * H * (I + H));
+  auto weights = [&](int nt, int k) {
+    const auto [u0, u1] = unit_slice(H, nt, k);
+    return weight_rows_size(a.w_ih, u1 - u0, I) + weight_rows_size(a.w_hh, u1 - u0, H);
+  };
+  const size_t x_in = round64(gp.x_size(B, I), sizeof(T));
+  run_region<T>(planned, x_in + gp.x_size(B, H), weights,
+                [&](int k, int nt, T* W, T* Xp, const Sync&) {
+    const auto [u0, u1] = unit_slice(H, nt, k);
+    const int64_t nu = u1 - u0;
+    if (nu == 0) return;
+    const Mat<T> x = a.X.at(0), y = a.Y.at(0);
+    T* Xh = Xp + x_in;
+    gp.pack_x(B, I, x.p, x.rs, 1, Xp);
+    gp.pack_x(B, H, a.h0.p, a.h0.rs, 1, Xh);
+    const Weight<T> wi = weight_rows(a.w_ih, u0, nu, I, &W);
+    const Weight<T> wh = weight_rows(a.w_hh, u0, nu, H, &W);
+    const typename GemmPacking<T>::Term terms[2] = {{wi.p, wi.rs, Xp, I}, {wh.p, wh.rs, Xh, H}};
+    gp.multiply_rows(B, nu, terms, 2, y.p + u0, y.rs);
+    const T* bi = a.bi ? a.bi + u0 : nullptr;
+    const T* bh = a.bh ? a.bh + u0 : nullptr;
+    for (int64_t b = 0; b < B; ++b) rnn_row_forward(a.kind, nu, y.row(b) + u0, bi, bh);
+  });
+}
+
 template <class T, class Be>
 void rnn_forward_fused(Be& be, const RnnForwardSteps<T>& a) {
   const int64_t B = a.batch, I = a.I, H = a.H;
@@ -807,6 +837,7 @@ struct CpuBackend {
   void rnn_forward_recurrence(const RnnForwardSteps<T>& a) {
     if (a.batch == 0) return;
     if (use_step_loop()) rnn_forward_steps(*this, a);
+    else if (a.steps == 1) rnn_forward_single_step(a);
     else rnn_forward_fused(*this, a);
   }
   void rnn_backward_recurrence(const RnnBackwardSteps<T>& a) {
