@@ -602,3 +602,29 @@ def test_few_output_positions_gemm(xs, ws, kw, dtype, pool_threads):
     x, w, b = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype), torch.randn(ws[0], dtype=dtype)
     ours, ref = run_both(x, w, b, kw)
     check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+
+
+# Stride-1 float32 layers whose output rows are at least 7/8 of the padded input's width run the
+# flat kernel (csrc/cpu/conv.cpp, flat_conv): 32 flat positions of the padded sample per register
+# tile, read in place; the forward and the input gradient (a stride-1 convolution itself) both.
+# The grid covers several input-channel blocks (> 32), output channels that end mid-panel,
+# dilation, the asymmetric padding of padding="same", groups, and the three ways the work is
+# split: whole samples per thread, and one padded sample shared by threads that split its tiles
+# (batch 1, or 3 samples over 2 threads).
+FLAT_GRID = [
+    ("blocks", (2, 40, 11, 20), (12, 40, 3, 3), dict(padding=1)),
+    ("dilation", (2, 8, 12, 40), (16, 8, 3, 3), dict(padding=2, dilation=2)),
+    ("same_even", (2, 6, 9, 33), (8, 6, 2, 4), dict(padding="same")),
+    ("groups", (3, 16, 10, 30), (24, 8, 3, 3), dict(padding=1, groups=2)),
+    ("batch1_unpadded", (1, 5, 13, 40), (9, 5, 5, 3), {}),
+    ("wide", (2, 64, 9, 56), (64, 64, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,kw", FLAT_GRID, ids=[c[0] for c in FLAT_GRID])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threads):
+    pool_threads(threads)
+    x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])

@@ -41,10 +41,6 @@ constexpr int kOcBlock = 8;  // output channels per row_conv pass
 int64_t pad_bottom(const Conv2dGeom& g) { return g.OH + g.KH - 1 - g.H - g.pt; }
 int64_t pad_right(const Conv2dGeom& g) { return g.OW + g.KW - 1 - g.W - g.pl; }
 
-bool direct_enabled() {
-  const char* env = std::getenv("PYNN_CONV_DIRECT");
-  return env == nullptr || std::strcmp(env, "0") != 0;
-}
 
 // One sample's planes [C][H][W] as the kernels read them: the data itself without padding, else
 // a zero-bordered copy [C][H + pt + pb][W + pl + pr] in the calling thread's scratch (at most
@@ -401,11 +397,16 @@ bool channels_apply(const Conv2dGeom& g) {
 
 }  // namespace
 
+bool conv2d_direct_enabled() {
+  const char* env = std::getenv("PYNN_CONV_DIRECT");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
 bool conv2d_direct_applies(const Conv2dGeom& g, DType dtype, ConvPass pass) {
 #if PYNN_DIRECT_X86
   if (dtype != DType::Float32 || g.G != 1 || g.N == 0 || g.P == 0 || g.HW == 0) return false;
   const bool fits = rows_apply(g) || (pass == ConvPass::forward && channels_apply(g));
-  return fits && gemm_selects_avx512() && direct_enabled();
+  return fits && gemm_selects_avx512() && conv2d_direct_enabled();
 #else
   (void)g;
   (void)dtype;
