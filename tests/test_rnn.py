@@ -563,13 +563,17 @@ def test_cpu_rnn_loop_parity(I, H, bidir, batch, threads, nl, loop, dtype, cpu_t
 
 
 # One LSTM step without a projection (every LSTMCell call, and a sequence of length one) and
-# one Elman step (RNNCell) read W_ih and W_hh in place: each thread broadcasts 8 (AVX-512) or 6 (AVX2) weight rows at a time
-# against the batch packed as 32-, 16- or 8-wide panels and writes the tile transposed into the
-# gates. The grid puts batches on and around those panels (1, 9, 32, 33, 70) and units that end
-# mid-tile (H = 3, 37, 131 split over 1-4 threads); weights with no unit column stride are
-# copied row-major first.
+# one Elman step (RNNCell) read W_ih and W_hh in place when the batch fills at least 7/8 of the
+# vector lanes of its panels (32 wide for AVX-512 float, 16 for AVX2 float and AVX-512 double,
+# 8 and 4 below): each thread broadcasts 8 (AVX-512), 6 (AVX2) or 4 (generic) weight rows at a
+# time against the batch packed as panels and writes the tile transposed into the gates. The
+# grid has batches that take that path for every kernel (28, 32, 60, 64: full and partial
+# panels, one and two of them) and units that end mid-tile (H = 3, 37, 131 split over 1-4
+# threads), and small batches (1, 9) that go back to the packed weights; weights with no unit
+# column stride are copied row-major first.
 CELL_STEP_GRID = [  # batch, I, H, threads
-    (1, 6, 7, 1), (33, 5, 131, 3), (70, 40, 37, 2), (32, 128, 64, 2), (9, 3, 3, 4), (16, 17, 24, 1)]
+    (1, 6, 7, 1), (28, 5, 131, 3), (60, 40, 37, 2), (32, 128, 64, 2), (64, 3, 3, 4),
+    (9, 17, 24, 1)]
 
 
 @pytest.mark.parametrize("kernel", ["avx512", "avx2", "generic"])
