@@ -509,14 +509,19 @@ bool single_step_in_place(int64_t batch) {
   return 8 * batch >= 7 * ((batch + nr - 1) / nr * nr);  // at most 1 lane in 8 idle
 }
 
-template <class T>
-void lstm_forward_single_step(const LstmForwardSteps<T>& a) {
-  const int64_t B = a.batch, I = a.I, H = a.H;
+// The region of one step with the weights in place: thread k owns units [u0, u0 + nu) of H,
+// packs X^T and h0^T, and writes rows q * H + u0 ... of each of the `blocks` gate blocks:
+// out[:, q * H + u0 + j] = x @ W_ih[q * H + u0 + j]^T + h0 @ W_hh[q * H + u0 + j]^T. Then
+// pointwise(u0, nu) finishes its units; a thread needs only the inputs, so there is no barrier.
+template <class T, class Pointwise>
+void in_place_step(int64_t B, int64_t I, int64_t H, int blocks, const Weight<T>& w_ih,
+                   const Weight<T>& w_hh, Mat<T> x, Mat<T> h0, Mat<T> out,
+                   const Pointwise& pointwise) {
   const GemmPacking<T> gp;
-  const int planned = recurrence_threads(2.0 * B * 4 * H * (I + H));
+  const int planned = recurrence_threads(2.0 * B * blocks * H * (I + H));
   auto weights = [&](int nt, int k) {
     const auto [u0, u1] = unit_slice(H, nt, k);
-    return 4 * (weight_rows_size(a.w_ih, u1 - u0, I) + weight_rows_size(a.w_hh, u1 - u0, H));
+    return blocks * (weight_rows_size(w_ih, u1 - u0, I) + weight_rows_size(w_hh, u1 - u0, H));
   };
   const size_t x_in = round64(gp.x_size(B, I), sizeof(T));
   run_region<T>(planned, x_in + gp.x_size(B, H), weights,
@@ -524,20 +529,28 @@ void lstm_forward_single_step(const LstmForwardSteps<T>& a) {
     const auto [u0, u1] = unit_slice(H, nt, k);
     const int64_t nu = u1 - u0;
     if (nu == 0) return;
-    const Mat<T> x = a.X.at(0), g = a.G.at(0), c = a.C.at(0), h = a.Y.at(0);
     T* Xh = Xp + x_in;
     gp.pack_x(B, I, x.p, x.rs, 1, Xp);
-    gp.pack_x(B, H, a.h0.p, a.h0.rs, 1, Xh);
-    for (int q = 0; q < 4; ++q) {  // gate q of unit u0 + j is row q * H + u0 + j of W_ih, W_hh
-      const Weight<T> wi = weight_rows(a.w_ih, q * H + u0, nu, I, &W);
-      const Weight<T> wh = weight_rows(a.w_hh, q * H + u0, nu, H, &W);
+    gp.pack_x(B, H, h0.p, h0.rs, 1, Xh);
+    for (int q = 0; q < blocks; ++q) {
+      const Weight<T> wi = weight_rows(w_ih, q * H + u0, nu, I, &W);
+      const Weight<T> wh = weight_rows(w_hh, q * H + u0, nu, H, &W);
       const typename GemmPacking<T>::Term terms[2] = {{wi.p, wi.rs, Xp, I}, {wh.p, wh.rs, Xh, H}};
-      gp.multiply_rows(B, nu, terms, 2, g.p + q * H + u0, g.rs);
+      gp.multiply_rows(B, nu, terms, 2, out.p + q * H + u0, out.rs);
     }
+    pointwise(u0, nu);
+  });
+}
+
+template <class T>
+void lstm_forward_single_step(const LstmForwardSteps<T>& a) {
+  const Mat<T> g = a.G.at(0), c = a.C.at(0), h = a.Y.at(0);
+  in_place_step<T>(a.batch, a.I, a.H, 4, a.w_ih, a.w_hh, a.X.at(0), a.h0, g,
+                   [&](int64_t u0, int64_t nu) {
     const T* bi = a.bi ? a.bi + u0 : nullptr;
     const T* bh = a.bh ? a.bh + u0 : nullptr;
-    for (int64_t b = 0; b < B; ++b)
-      lstm_row_forward(nu, H, g.row(b) + u0, bi, bh, a.c0.row(b) + u0, c.row(b) + u0,
+    for (int64_t b = 0; b < a.batch; ++b)
+      lstm_row_forward(nu, a.H, g.row(b) + u0, bi, bh, a.c0.row(b) + u0, c.row(b) + u0,
                        h.row(b) + u0);
   });
 }
@@ -682,33 +695,15 @@ void lstm_backward_fused(const LstmBackwardSteps<T>& a) {
   });
 }
 
-// One Elman step (an RNNCell call): W_ih and W_hh read in place, as lstm_forward_single_step.
+// One Elman step (an RNNCell call), the weights read in place as in lstm_forward_single_step.
 template <class T>
 void rnn_forward_single_step(const RnnForwardSteps<T>& a) {
-  const int64_t B = a.batch, I = a.I, H = a.H;
-  const GemmPacking<T> gp;
-  const int planned = recurrence_threads(2.0 * B * H * (I + H));
-  auto weights = [&](int nt, int k) {
-    const auto [u0, u1] = unit_slice(H, nt, k);
-    return weight_rows_size(a.w_ih, u1 - u0, I) + weight_rows_size(a.w_hh, u1 - u0, H);
-  };
-  const size_t x_in = round64(gp.x_size(B, I), sizeof(T));
-  run_region<T>(planned, x_in + gp.x_size(B, H), weights,
-                [&](int k, int nt, T* W, T* Xp, const Sync&) {
-    const auto [u0, u1] = unit_slice(H, nt, k);
-    const int64_t nu = u1 - u0;
-    if (nu == 0) return;
-    const Mat<T> x = a.X.at(0), y = a.Y.at(0);
-    T* Xh = Xp + x_in;
-    gp.pack_x(B, I, x.p, x.rs, 1, Xp);
-    gp.pack_x(B, H, a.h0.p, a.h0.rs, 1, Xh);
-    const Weight<T> wi = weight_rows(a.w_ih, u0, nu, I, &W);
-    const Weight<T> wh = weight_rows(a.w_hh, u0, nu, H, &W);
-    const typename GemmPacking<T>::Term terms[2] = {{wi.p, wi.rs, Xp, I}, {wh.p, wh.rs, Xh, H}};
-    gp.multiply_rows(B, nu, terms, 2, y.p + u0, y.rs);
+  const Mat<T> y = a.Y.at(0);
+  in_place_step<T>(a.batch, a.I, a.H, 1, a.w_ih, a.w_hh, a.X.at(0), a.h0, y,
+                   [&](int64_t u0, int64_t nu) {
     const T* bi = a.bi ? a.bi + u0 : nullptr;
     const T* bh = a.bh ? a.bh + u0 : nullptr;
-    for (int64_t b = 0; b < B; ++b) rnn_row_forward(a.kind, nu, y.row(b) + u0, bi, bh);
+    for (int64_t b = 0; b < a.batch; ++b) rnn_row_forward(a.kind, nu, y.row(b) + u0, bi, bh);
   });
 }
 
