@@ -41,7 +41,6 @@ constexpr int kOcBlock = 8;  // output channels per row_conv pass
 int64_t pad_bottom(const Conv2dGeom& g) { return g.OH + g.KH - 1 - g.H - g.pt; }
 int64_t pad_right(const Conv2dGeom& g) { return g.OW + g.KW - 1 - g.W - g.pl; }
 
-
 // One sample's planes [C][H][W] as the kernels read them: the data itself without padding, else
 // a zero-bordered copy [C][H + pt + pb][W + pl + pr] in the calling thread's scratch (at most
 // 16 planes, reused from call to call).

@@ -29,12 +29,13 @@ class GemmPacking {
                 int64_t c_rs) const;
 
   // ---- weights read in place ----
-  // C[M, N] = sum over terms of X_t[M, K_t] @ W_t[N, K_t]^T for a small M (a
-  // batch), computed as C^T = W @ X^T: the micro-kernel broadcasts MR rows of W straight from
-  // memory, each element once per k, and takes the batch as its vector operand from X^T packed
-  // by pack_x. W is never repacked, so a weight that may change between calls (an LSTMCell
-  // step driven from Python) costs no packing, and a fixed one stays in the caller's cache as
-  // it is. The tile comes out transposed into C. W must have unit column stride; serial.
+  // C[M, N] = sum over terms of X_t[M, K_t] @ W_t[N, K_t]^T for a small M (a batch), computed
+  // as C^T = W @ X^T: the micro-kernel broadcasts MR rows of W straight from memory, each
+  // element once per k, and takes the batch as its vector operand from X^T packed by pack_x
+  // (so M should fill most of the nr-wide panels). W is never repacked: a weight that may
+  // change between calls (an LSTMCell step driven from Python) costs no packing, and a fixed
+  // one stays in the caller's cache as it is. The tile comes out transposed into C. W must
+  // have unit column stride; 1 to 4 terms; serial.
   struct Term {
     const T* W;       // row n of W_t at W + n * w_rs
     int64_t w_rs;
