@@ -693,9 +693,10 @@ void implicit_conv(const Conv2dGeom& g, GemmPanelShape shape, const T* x, const 
 // slack, and the tile's accumulators, round_up(cout_g, 8) x 32 floats.
 constexpr int64_t kFlatChannelBlock = 32;
 
-bool flat_applies(const Conv2dGeom& g, GemmPanelShape shape, bool is_float) {
+// Whether a float32 convolution with panels `shape` runs flat_conv.
+bool flat_applies(const Conv2dGeom& g, GemmPanelShape shape) {
 #if PYNN_CONV_AVX512
-  if (!is_float || g.sh != 1 || g.sw != 1 || g.pointwise || g.depthwise) return false;
+  if (g.sh != 1 || g.sw != 1 || g.pointwise || g.depthwise) return false;
   if (shape.mr != 8 || shape.nr != 32 || !cpu_has_avx512f() || !conv2d_direct_enabled())
     return false;
   const int64_t Hp = g.OH + g.dh * (g.KH - 1), Wp = g.OW + g.dw * (g.KW - 1);
@@ -703,7 +704,7 @@ bool flat_applies(const Conv2dGeom& g, GemmPanelShape shape, bool is_float) {
   if (g.pt < 0 || g.pl < 0 || Hp < g.pt + g.H || Wp < g.pl + g.W) return false;
   return 8 * g.OW >= 7 * Wp;  // at most 1 in 8 positions computed for nothing
 #else
-  (void)g, (void)shape, (void)is_float;
+  (void)g, (void)shape;
   return false;
 #endif
 }
@@ -927,7 +928,7 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     });
 #if PYNN_CONV_AVX512
     if constexpr (std::is_same<T, float>::value)
-      if (flat_applies(g, shape, true)) return flat_conv(g, x, Ap, a_group, b, y);
+      if (flat_applies(g, shape)) return flat_conv(g, x, Ap, a_group, b, y);
 #endif
     implicit_conv(g, shape, x, Ap, a_group, b, y, workspace.ptr<T>(), slots, tile_cols);
   });
@@ -1002,7 +1003,7 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
       });
 #if PYNN_CONV_AVX512
       if constexpr (std::is_same<T, float>::value)
-        if (flat_applies(t, shape, true)) return flat_conv(t, gy, Ap, a_group, nullptr, gx);
+        if (flat_applies(t, shape)) return flat_conv(t, gy, Ap, a_group, nullptr, gx);
 #endif
       return implicit_conv(t, shape, gy, Ap, a_group, static_cast<const T*>(nullptr), gx,
                            workspace.ptr<T>(), slots, tile_cols);

@@ -28,8 +28,11 @@ scratch:
   stride 1: all three passes; at most 4 in and 16-64 out, e.g. RGB first layers: the forward).
   conv2d_direct_cpu tells Python which passes take them, and it allocates no workspace for those.
 - at most 100 output positions per sample (deep 7x7 layers), forward and stride-1 input
-  gradient: one GEMM with positions as rows over a chunk of samples. The implicit GEMM's
-  workspace is still allocated for these calls but never touched.
+  gradient: one GEMM with positions as rows over a chunk of samples.
+- other stride-1 float32 layers on AVX-512 CPUs whose padded rows waste at most 1 position in 8
+  (3x3 at 56, 28 and 14), forward and input gradient: the padded input read in place, with no
+  column panels (flat_conv).
+The implicit GEMM's workspace is still allocated for the last two but never touched.
 """
 from __future__ import annotations
 
