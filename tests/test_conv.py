@@ -595,9 +595,11 @@ def test_direct_channels_kernel_steps_aside(ws):
     ((2, 72, 9, 9), (80, 72, 3, 3), dict(stride=2, padding=1)),    # strided forward
     ((17, 512, 5, 6), (64, 512, 3, 3), dict(padding=1)),           # two chunks of samples
 ], ids=["pad1", "stride2", "two_chunks"])
-def test_few_output_positions_gemm(xs, ws, kw, dtype, pool_threads):
+def test_few_output_positions_gemm(xs, ws, kw, dtype, pool_threads, monkeypatch):
     """Deep layers with at most 100 output positions run as one GEMM with positions as rows
-    (Y^T = cols^T W^T), samples side by side, then transpose to NCHW."""
+    (Y^T = cols^T W^T), samples side by side, then transpose to NCHW (where the blocked kernel
+    does not take them: float64, or with PYNN_CONV_BLOCKED=0 as here)."""
+    monkeypatch.setenv("PYNN_CONV_BLOCKED", "0")
     pool_threads(2)
     x, w, b = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype), torch.randn(ws[0], dtype=dtype)
     ours, ref = run_both(x, w, b, kw)
@@ -610,7 +612,7 @@ def test_few_output_positions_gemm(xs, ws, kw, dtype, pool_threads):
 # The grid covers several input-channel blocks (> 32), output channels that end mid-panel,
 # dilation, the asymmetric padding of padding="same", groups, and the three ways the work is
 # split: whole samples per thread, and one padded sample shared by threads that split its tiles
-# (batch 1, or 3 samples over 2 threads).
+# (batch 1, or 3 samples over 2 threads). The blocked kernel, which would take "wide", is off.
 FLAT_GRID = [
     ("blocks", (2, 40, 11, 20), (12, 40, 3, 3), dict(padding=1)),
     ("dilation", (2, 8, 12, 40), (16, 8, 3, 3), dict(padding=2, dilation=2)),
@@ -623,8 +625,85 @@ FLAT_GRID = [
 
 @pytest.mark.parametrize("name,xs,ws,kw", FLAT_GRID, ids=[c[0] for c in FLAT_GRID])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threads):
+def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threads,
+                                           monkeypatch):
+    monkeypatch.setenv("PYNN_CONV_BLOCKED", "0")
     pool_threads(threads)
     x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
     ours, ref = run_both(x, w, b, kw)
     check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+
+
+# float32 layers with at least 16 input and 32 output channels per group run the blocked kernel
+# (csrc/cpu/conv_blocked.cpp) on AVX-512 CPUs: output channels as the vector lanes, 8 positions
+# of the whole batch as the rows, read in place from the input in 16-channel blocks. The grid
+# covers tiles that cross samples (7 x 7), a last channel block and panel that are partly padding
+# (56 channels), two K blocks and tiles split into chunks (160 input channels, 800 positions),
+# stride, dilation with a rectangular kernel, asymmetric padding, groups, an unpadded 5x5 on one
+# sample, and weight gradients summed over chunks of rows (20 x 40 outputs). `passes` lists the
+# passes it takes: f forward, i input gradient (stride 1), w weight gradient (>= 8 items).
+BLOCKED_GRID = [
+    ("deep_7x7", (4, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), "fiw"),
+    ("channel_tails", (2, 56, 9, 11), (56, 56, 3, 3), dict(padding=1), "fiw"),
+    ("k_blocks", (2, 160, 20, 20), (64, 160, 3, 3), dict(padding=1), "fiw"),
+    ("stride2", (2, 48, 15, 17), (96, 48, 3, 3), dict(stride=2, padding=1), "fw"),
+    ("dilation_rect", (2, 64, 12, 14), (64, 64, 3, 5), dict(padding=(2, 4), dilation=2), "fiw"),
+    ("same_even", (2, 32, 9, 10), (32, 32, 2, 4), dict(padding="same"), "fi"),
+    ("groups", (2, 128, 8, 9), (128, 64, 3, 3), dict(padding=1, groups=2), "fiw"),
+    ("unpadded_5x5_batch1", (1, 16, 12, 13), (32, 16, 5, 5), {}, "f"),
+    ("row_chunks", (2, 32, 20, 40), (128, 32, 3, 3), dict(padding=1), "fiw"),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,kw,passes", BLOCKED_GRID, ids=[c[0] for c in BLOCKED_GRID])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_blocked_kernel_matches_torch(name, xs, ws, kw, passes, threads, pool_threads):
+    taken = "".join(p for i, p in enumerate("fiw") if _direct_taken(xs, ws, kw, pass_=i))
+    if _cpu_has_avx512() and os.environ.get("PYNN_GEMM_KERNEL", "auto") in ("auto", "avx512"):
+        assert taken == passes, f"{name}: the blocked kernel takes {taken!r}, expected {passes!r}"
+    else:
+        assert taken == ""  # the other paths compute the same answers below
+    pool_threads(threads)
+    x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+    with torch.no_grad():  # no bias
+        assert_close(F.conv2d(x, w, **kw), TF.conv2d(x, w, **kw),
+                     scale=(ws[1] * ws[2] * ws[3]) ** 0.5)
+
+
+@pytest.mark.parametrize("xs,ws,kw,dtype,passes", [
+    ((2, 32, 9, 9), (32, 32, 3, 3), dict(padding=1), torch.float64, ""),  # float32 only
+    # 40 of 48 input channels busy; its input gradient (32 -> 40) has 40 of 64 lanes busy
+    ((2, 40, 9, 9), (32, 40, 3, 3), dict(padding=1), torch.float32, ""),
+    # 48 of 64 lanes busy; its input gradient (48 -> 32) fills them
+    ((2, 32, 9, 9), (48, 32, 3, 3), dict(padding=1), torch.float32, "i"),
+    # 1x1: the forward reads the input as the GEMM's operand; the input gradient (a 1x1 as well)
+    # runs here up to 14 x 14 positions
+    ((2, 64, 16, 16), (64, 64, 1, 1), {}, torch.float32, ""),
+    ((2, 64, 14, 14), (64, 64, 1, 1), {}, torch.float32, "i"),
+    ((2, 64, 9, 9), (64, 1, 3, 3), dict(padding=1, groups=64), torch.float32, ""),  # depthwise
+], ids=["f64", "cin40", "cout48", "pointwise16", "pointwise14", "depthwise"])
+def test_blocked_kernel_steps_aside(xs, ws, kw, dtype, passes):
+    if not _cpu_has_avx512() or os.environ.get("PYNN_GEMM_KERNEL", "auto") not in ("auto",
+                                                                                    "avx512"):
+        passes = ""
+    taken = "".join(p for i, p in enumerate("fiw") if _direct_taken(xs, ws, kw, dtype, pass_=i))
+    assert taken == passes
+
+
+def test_blocked_kernel_follows_the_switches(monkeypatch):
+    """PYNN_CONV_BLOCKED=0, PYNN_CONV_DIRECT=0 and a non-AVX-512 PYNN_GEMM_KERNEL each send a
+    blocked shape to the other paths, which give torch's answer too."""
+    xs, ws, kw = (2, 64, 7, 7), (64, 64, 3, 3), dict(padding=1)
+    if not _cpu_has_avx512():
+        pytest.skip("the blocked kernel needs AVX-512")
+    assert _direct_taken(xs, ws, kw)
+    for var, value in (("PYNN_CONV_BLOCKED", "0"), ("PYNN_CONV_DIRECT", "0"),
+                       ("PYNN_GEMM_KERNEL", "avx2")):
+        monkeypatch.setenv(var, value)
+        assert not any(_direct_taken(xs, ws, kw, pass_=p) for p in range(3))
+        x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+        ours, ref = run_both(x, w, b, kw)
+        check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+        monkeypatch.delenv(var)

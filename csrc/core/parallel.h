@@ -2,6 +2,7 @@
 // Parallel regions for every CPU kernel, on the OpenMP runtime that torch uses too (or, built
 // without OpenMP, on a pool of our own whose idle workers block on a condition variable). Their
 // width follows torch.get_num_threads() (set from Python) or pynn.set_num_threads().
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -19,6 +20,18 @@ bool in_parallel_region();
 // rethrown in the caller once all chunks have finished.
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& f);
+
+// Runs items [0, n_items) on up to `slots` threads that take the next item from a shared
+// counter; f(slot, item). For items that write disjoint outputs: a thread that starts late or is
+// preempted (the machine may be shared) just takes fewer items, and nothing waits for it.
+template <class F>
+void for_each_item_dynamic(int64_t n_items, int64_t slots, F&& f) {
+  slots = std::max<int64_t>(1, std::min(slots, n_items));
+  std::atomic<int64_t> next{0};
+  parallel_for(0, slots, 1, [&](int64_t s0, int64_t) {
+    for (int64_t it = next.fetch_add(1); it < n_items; it = next.fetch_add(1)) f(s0, it);
+  });
+}
 
 // Runs f(thread, nthreads) once on each of nthreads threads that all run at the same time, so
 // that f may wait for the others at a SpinBarrier: one wake-up of the pool for a whole loop whose

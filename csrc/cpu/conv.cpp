@@ -1,10 +1,10 @@
 // conv2d on the CPU: im2col of a tile of output positions into a slot of the caller's workspace,
-// then gemm_cpu (stride-1 float32 layers on AVX-512 read the padded input in place instead:
-// flat_conv). Work items are (sample, group, tile); `slots` items run side by side, each with
-// a serial GEMM, which keeps every thread on its own cache-sized tile. With a single slot (one
-// sample, or a pool of one) the items run in turn and the GEMM and im2col use the pool instead.
+// then gemm_cpu. On AVX-512, float32 layers with many channels run the blocked kernel instead
+// (conv_blocked.h), and other stride-1 ones read the padded input in place (flat_conv). Work
+// items are (sample, group, tile); `slots` items run side by side, each with a serial GEMM,
+// which keeps every thread on its own cache-sized tile. With a single slot (one sample, or a
+// pool of one) the items run in turn and the GEMM and im2col use the pool instead.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <initializer_list>
 #include <type_traits>
@@ -13,6 +13,7 @@
 #include "core/dispatch.h"
 #include "core/macros.h"
 #include "core/parallel.h"
+#include "cpu/conv_blocked.h"
 #include "cpu/conv_direct.h"
 #include "cpu/gemm.h"
 #include "math/conv.h"
@@ -54,18 +55,6 @@ void for_each_slot(int64_t n_items, int64_t slots, F&& f) {
   parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s)
       for (int64_t it = n_items * s / slots; it < n_items * (s + 1) / slots; ++it) f(s, it);
-  });
-}
-
-// Runs items [0, n_items) on up to `slots` threads that take the next item from a shared
-// counter; f(slot, item). For items that write disjoint outputs: a thread that starts late or is
-// preempted (the machine may be shared) just takes fewer items, and nothing waits for it.
-template <class F>
-void for_each_item_dynamic(int64_t n_items, int64_t slots, F&& f) {
-  slots = std::max<int64_t>(1, std::min(slots, n_items));
-  std::atomic<int64_t> next{0};
-  parallel_for(0, slots, 1, [&](int64_t s0, int64_t) {
-    for (int64_t it = next.fetch_add(1); it < n_items; it = next.fetch_add(1)) f(s0, it);
   });
 }
 
@@ -872,6 +861,21 @@ int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
   return g.P == 0 ? 0 : (g.P + tile_cols - 1) / tile_cols;
 }
 
+// The convolution that the stride-1 input gradient of g is (conv2d_input_grad_is_conv): of
+// grad_output, padded by dil * (K - 1) - pad, into grad_input.
+Conv2dGeom input_grad_geom(const Conv2dGeom& g) {
+  Conv2dGeom t = g;
+  t.C = g.Cout, t.H = g.OH, t.W = g.OW;
+  t.Cout = g.C, t.OH = g.H, t.OW = g.W;
+  t.pt = g.dh * (g.KH - 1) - g.pt;
+  t.pl = g.dw * (g.KW - 1) - g.pl;
+  t.cin_g = g.cout_g, t.cout_g = g.cin_g;
+  t.kcol = g.cout_g * g.KH * g.KW;
+  t.P = g.HW, t.HW = g.P;
+  t.pointwise = false;
+  return t;
+}
+
 }  // namespace
 
 bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
@@ -881,8 +885,20 @@ bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
              "gradient) or 2 (weight gradient), got ", pass);
   const Conv2dGeom g = conv2d_geom(input, weight, output, stride, padding, dilation, groups,
                                    "conv2d_direct", "input", "output");
-  return input.device == Device::CPU &&
-         conv2d_direct_applies(g, input.dtype, static_cast<ConvPass>(pass));
+  if (input.device != Device::CPU) return false;
+  const ConvPass p = static_cast<ConvPass>(pass);
+  if (conv2d_direct_applies(g, input.dtype, p)) return true;
+  if (input.dtype != DType::Float32) return false;
+  switch (p) {
+    case ConvPass::forward:
+      return !g.depthwise && conv2d_blocked_applies(g);
+    case ConvPass::input_grad:
+      return !g.depthwise &&
+             conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g) &&
+             conv2d_blocked_applies(input_grad_geom(g));
+    default:
+      return conv2d_blocked_weight_applies(g);
+  }
 }
 
 void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const TensorView& bias,
@@ -917,6 +933,11 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     if (g.pointwise)
       return pointwise_forward(g, x, w, b, y, check_workspace(workspace, g, tile_cols, op),
                                tile_cols);
+    if constexpr (std::is_same<T, float>::value)
+      if (conv2d_blocked_applies(g)) {
+        const int64_t kk = g.KH * g.KW;
+        return conv2d_blocked(g, x, {w, g.cout_g * g.kcol, g.kcol, kk, 1}, b, y);
+      }
     if (few_positions(g)) return few_positions_conv(g, x, w, b, y);
     const GemmPanelShape shape = gemm_panel_shape<T>();
     const Slots slots = check_implicit_workspace<T>(workspace, g, tile_cols, shape, op);
@@ -960,16 +981,14 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
       // At stride 1 the input gradient is itself a convolution: of grad_output, padded by
       // dil*(K-1) - pad, with the kernel flipped and its channel axes swapped per group. It
       // then runs the forward's implicit GEMM, with no column matrix or scatter.
-      Conv2dGeom t = g;
-      t.C = g.Cout, t.H = g.OH, t.W = g.OW;
-      t.Cout = g.C, t.OH = g.H, t.OW = g.W;
-      t.pt = g.dh * (g.KH - 1) - g.pt;
-      t.pl = g.dw * (g.KW - 1) - g.pl;
-      t.cin_g = g.cout_g, t.cout_g = g.cin_g;
-      t.kcol = g.cout_g * g.KH * g.KW;
-      t.P = g.HW, t.HW = g.P;
-      t.pointwise = false;
+      const Conv2dGeom t = input_grad_geom(g);
       const int64_t kk = g.KH * g.KW;
+      if constexpr (std::is_same<T, float>::value)
+        if (conv2d_blocked_applies(t)) {
+          // m: an input channel of g, c: an output channel of g, taps read back to front
+          const ConvWeightSource wt{w + (kk - 1), g.cout_g * g.kcol, kk, g.kcol, -1};
+          return conv2d_blocked(t, gy, wt, static_cast<const float*>(nullptr), gx);
+        }
       if (few_positions(t)) {
         // the flipped kernel as a row-major [C, Cout * kk] matrix (the calling thread's scratch)
         thread_local std::vector<T> wf;
@@ -1045,6 +1064,9 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
   check_dense(grad_weight, op, "grad_weight");
   check_same_dtype(grad_output, input, op, "grad_output", "input");
   check_same_dtype(grad_output, grad_weight, op, "grad_output", "grad_weight");
+  if (grad_output.dtype == DType::Float32 && conv2d_blocked_weight_applies(g))
+    return conv2d_blocked_backward_weight(g, grad_output.ptr<float>(), input.ptr<float>(),
+                                          grad_weight.ptr<float>());
   // float32: no workspace, no partial sums
   if (conv2d_direct_applies(g, grad_output.dtype, ConvPass::weight_grad))
     return conv2d_direct_backward_weight(g, grad_output.ptr<float>(), input.ptr<float>(),

@@ -50,7 +50,7 @@ void conv2d_flipped_weight(const T* w, int64_t Cout, int64_t C, int64_t kk, T* d
 enum class ConvPass : int { forward = 0, input_grad = 1, weight_grad = 2 };
 
 // False when PYNN_CONV_DIRECT=0 asks for the implicit GEMM everywhere (the tests use it to cover
-// it on shapes the direct kernels and conv.cpp's flat stride-1 kernel would otherwise take).
+// it on shapes that the direct, blocked (conv_blocked.h) and flat stride-1 kernels would take).
 bool conv2d_direct_enabled();
 
 // Whether `pass` of this convolution runs here (rows or channels kernels) instead of the

@@ -53,9 +53,9 @@ inline bool conv2d_input_grad_is_conv(Pair stride, Quad padding, Pair dilation, 
          padding[1] <= dilation[0] * (KH - 1) && padding[2] <= dilation[1] * (KW - 1) &&
          padding[3] <= dilation[1] * (KW - 1);
 }
-// Whether the CPU kernels take a direct path (cpu/conv_direct.h: float32, few channels, ...)
-// for pass 0 (forward), 1 (input gradient) or 2 (weight gradient) of this convolution; those
-// paths need no workspace, so Python allocates none.
+// Whether the CPU kernels take a direct path (cpu/conv_direct.h: float32, few channels; or
+// cpu/conv_blocked.h: float32, many channels) for pass 0 (forward), 1 (input gradient) or 2
+// (weight gradient) of this convolution; those paths need no workspace, so Python allocates none.
 bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
                        const TensorView& output, Pair stride, Quad padding, Pair dilation,
                        int64_t groups, int64_t pass);

@@ -27,6 +27,13 @@ scratch:
 - direct kernels for float32 layers with few channels on AVX-512 CPUs (at most 16 in and 16 out,
   stride 1: all three passes; at most 4 in and 16-64 out, e.g. RGB first layers: the forward).
   conv2d_direct_cpu tells Python which passes take them, and it allocates no workspace for those.
+- the blocked kernel (conv_blocked.h) for float32 layers on AVX-512 CPUs with at least 16 input
+  and 32 output channels per group that fill their 16-channel blocks and 32-channel panels (all
+  of ResNet's and VGG's 3x3 layers, any stride, dilation or padding): output channels as the
+  vector lanes, positions of the whole batch read in place from a 16-channel-blocked copy of
+  the input. The forward, the stride-1 input gradient (a convolution itself; a 1x1 one only up
+  to 14 x 14 positions) and the weight gradient (with at least 8 blocks of work). Python
+  allocates no workspace for these passes either (conv2d_direct_cpu says which).
 - at most 100 output positions per sample (deep 7x7 layers), forward and stride-1 input
   gradient: one GEMM with positions as rows over a chunk of samples.
 - other stride-1 float32 layers on AVX-512 CPUs whose padded rows waste at most 1 position in 8
@@ -239,7 +246,7 @@ class Conv2dFunction(torch.autograd.Function):
         # on the GPU both gradients use one column workspace, in turn on the same stream
         cuda_ws = (_cuda_workspace(x, N, C * KH * KW, P, columns)
                    if x.is_cuda and (need_x or need_w) else None)
-        # the CPU's direct kernels (few channels) need no workspace
+        # the CPU's direct and blocked kernels need no workspace
         def direct(pass_):  # 1: input gradient, 2: weight gradient
             return not x.is_cuda and B._C.conv2d_direct_cpu(B.view(x), B.view(w), B.view(gy),
                                                             *ctx.geom, pass_)

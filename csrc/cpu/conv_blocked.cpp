@@ -1,0 +1,458 @@
+// Blocked direct convolution (see conv_blocked.h for the layout and when it runs).
+#include "cpu/conv_blocked.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "cpu/conv_direct.h"
+#include "cpu/gemm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYNN_BLOCKED_X86 1
+#include <immintrin.h>
+
+#include "cpu/x86_transpose.h"
+#define PYNN_TARGET_AVX512F __attribute__((target("avx512f,avx2,fma")))
+#else
+#define PYNN_BLOCKED_X86 0
+#endif
+
+namespace pynn {
+namespace {
+#if PYNN_BLOCKED_X86
+
+constexpr int64_t kCb = 16;  // input channels per block: one 64-byte line per position
+constexpr int64_t kNr = 32;  // output channels per panel: two vectors
+constexpr int64_t kMr = 8;   // output positions per register tile
+constexpr int64_t kTile = kMr * kNr;
+// Bytes of one K block of a panel (its channel blocks x taps x 16 x 32 floats), kept in L2 with
+// the matching slice of xb while the tiles of an item pass over it.
+constexpr int64_t kPanelBlockBytes = 160 << 10;
+// Positions of the weight gradient's chunks (their gyT rows: 64 KiB).
+constexpr int64_t kWeightChunk = 512;
+// Output positions per sample at most for a 1x1 kernel to run here (14 x 14).
+constexpr int64_t kMaxPointwisePositions = 196;
+// Fewer (group, panel, channel block) items than this leave threads idle in the weight gradient.
+constexpr int64_t kMinWeightItems = 8;
+// Tiles of one item at most when its accumulators must outlive a K block (64 KiB of them).
+constexpr int64_t kMaxItemTiles = 64;
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// `elems` floats, 64-byte aligned, from the calling thread's scratch (grow-only; the forward and
+// the gradients share it, none of them calls another).
+float* call_scratch(int64_t elems) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(elems + 16)) buf.resize(static_cast<size_t>(elems + 16));
+  float* p = buf.data();
+  return p + (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64 / sizeof(float);
+}
+
+struct Plan {
+  int64_t Hp, Wp, taps;
+  int64_t cblocks, panels;
+  int64_t sample;    // floats of one sample of one channel block of xb: Hp * Wp * 16
+  int64_t cb_stride; // between channel blocks: N * sample
+  int64_t x_group;   // between groups of xb
+  int64_t w_cb;      // floats of one channel block of a panel: taps * 16 * 32
+  int64_t positions, tiles;  // per group: N * OH * OW, and in tiles of 8
+};
+
+Plan make_plan(const Conv2dGeom& g) {
+  Plan p;
+  p.Hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1;
+  p.Wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1;
+  p.taps = g.KH * g.KW;
+  p.cblocks = (g.cin_g + kCb - 1) / kCb;
+  p.panels = (g.cout_g + kNr - 1) / kNr;
+  p.sample = p.Hp * p.Wp * kCb;
+  p.cb_stride = g.N * p.sample;
+  p.x_group = p.cblocks * p.cb_stride;
+  p.w_cb = p.taps * kCb * kNr;
+  p.positions = g.N * g.P;
+  p.tiles = (p.positions + kMr - 1) / kMr;
+  return p;
+}
+
+// One padded row of xb: d[wp][16] = channel c of input row s (channels HW apart) at column
+// wp - pl, zero outside the row and for c >= cn. 8 columns at a time go through two 8 x 8
+// register transposes (channels 0-7 and 8-15).
+PYNN_TARGET_AVX512F void pack_row(const float* s, int64_t HW, int64_t cn, int64_t W, int64_t pl,
+                                  int64_t Wp, float* d) {
+  const int64_t lo = std::min(pl, Wp), hi = std::min(pl + W, Wp);  // columns holding input
+  std::fill(d, d + lo * kCb, 0.0f);
+  std::fill(d + hi * kCb, d + Wp * kCb, 0.0f);
+  int64_t wp = lo;
+  for (; wp + 8 <= hi; wp += 8) {
+    __m256 v[2][8];
+    for (int c = 0; c < kCb; ++c)
+      v[c / 8][c % 8] = c < cn ? _mm256_loadu_ps(s + c * HW + (wp - pl)) : _mm256_setzero_ps();
+    transpose8(v[0]);
+    transpose8(v[1]);
+    for (int k = 0; k < 8; ++k) {
+      _mm256_store_ps(d + (wp + k) * kCb, v[0][k]);
+      _mm256_store_ps(d + (wp + k) * kCb + 8, v[1][k]);
+    }
+  }
+  for (; wp < hi; ++wp)
+    for (int64_t c = 0; c < kCb; ++c) d[wp * kCb + c] = c < cn ? s[c * HW + (wp - pl)] : 0.0f;
+}
+
+// xb: every group's input in 16-channel blocks, zero in the padding and past the last channel.
+void pack_input(const Conv2dGeom& g, const Plan& p, const float* x, float* xb) {
+  const int64_t rows = g.G * p.cblocks * g.N * p.Hp;
+  parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t hp = r % p.Hp, n = (r / p.Hp) % g.N, cb = (r / (p.Hp * g.N)) % p.cblocks;
+      const int64_t gi = r / (p.Hp * g.N * p.cblocks);
+      float* d = xb + gi * p.x_group + cb * p.cb_stride + n * p.sample + hp * p.Wp * kCb;
+      const int64_t ih = hp - g.pt;
+      if (ih < 0 || ih >= g.H) {
+        std::fill(d, d + p.Wp * kCb, 0.0f);
+        continue;
+      }
+      pack_row(x + ((n * g.C + gi * g.cin_g + cb * kCb) * g.H + ih) * g.W, g.HW,
+               std::min(kCb, g.cin_g - cb * kCb), g.W, g.pl, p.Wp, d);
+    }
+  });
+}
+
+// The panels: [group][panel][cb][tap][16][32], output channels innermost, zero past the ends.
+// For one input channel c of a block, its taps x 32 output channels are a transpose of the
+// source's mn x taps block (rows m_stride apart, taps t_stride = +-1 apart), done as 8 x 8
+// register transposes; d is the channel's row of tap 0, the next tap's row kCb * kNr further.
+PYNN_TARGET_AVX512F void pack_channel(const ConvWeightSource& w, const float* s, int64_t mn,
+                                      int64_t taps, float* d) {
+  constexpr int64_t dt = kCb * kNr;
+  const __m256i reverse = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+  for (int64_t m8 = 0; m8 < kNr; m8 += 8) {
+    const int64_t rows = std::clamp<int64_t>(mn - m8, 0, 8);
+    const float* sm = s + m8 * w.m_stride;
+    int64_t t8 = 0;
+    for (; t8 + 8 <= taps; t8 += 8) {
+      __m256 v[8];
+      for (int r = 0; r < 8; ++r) {
+        if (r >= rows) {
+          v[r] = _mm256_setzero_ps();
+        } else if (w.t_stride == 1) {
+          v[r] = _mm256_loadu_ps(sm + r * w.m_stride + t8);
+        } else {  // taps t8 .. t8 + 7 lie at -t8 - 7 .. -t8, back to front
+          v[r] = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sm + r * w.m_stride - t8 - 7), reverse);
+        }
+      }
+      transpose8(v);
+      for (int k = 0; k < 8; ++k) _mm256_store_ps(d + (t8 + k) * dt + m8, v[k]);
+    }
+    for (; t8 < taps; ++t8)
+      for (int64_t r = 0; r < 8; ++r)
+        d[t8 * dt + m8 + r] = r < rows ? sm[r * w.m_stride + t8 * w.t_stride] : 0.0f;
+  }
+}
+
+// Channel blocks [cb0, cb0 + ncb) of panel j of group gi into d.
+void pack_panel(const Conv2dGeom& g, const Plan& p, const ConvWeightSource& w, int64_t gi,
+                int64_t j, int64_t cb0, int64_t ncb, float* d) {
+  const int64_t m0 = j * kNr, mn = std::min(kNr, g.cout_g - m0);
+  for (int64_t cb = cb0; cb < cb0 + ncb; ++cb, d += p.w_cb) {
+    const int64_t c0 = cb * kCb, cn = std::min(kCb, g.cin_g - c0);
+    const float* s = w.w + gi * w.group + m0 * w.m_stride + c0 * w.c_stride;
+    for (int64_t c = 0; c < kCb; ++c) {
+      if (c < cn) {
+        pack_channel(w, s + c * w.c_stride, mn, p.taps, d + c * kNr);
+      } else {
+        for (int64_t t = 0; t < p.taps; ++t) std::fill_n(d + (t * kCb + c) * kNr, kNr, 0.0f);
+      }
+    }
+  }
+}
+
+// One register tile: out[8][32] (+)= sum over ncb channel blocks, taps and 16 channels of
+// xb(row r, tap, channel) * panel(tap, channel, 32 output channels). rows[r] is position r's
+// line for tap 0 in the first channel block; toff[t] the tap's offset from it.
+PYNN_TARGET_AVX512F void blocked_tile(const float* const* rows, const int64_t* toff, int taps,
+                                      int64_t ncb, int64_t cb_stride, const float* B, float* out,
+                                      bool accumulate) {
+  __m512 acc[kMr][2];
+  for (int r = 0; r < kMr; ++r)
+    for (int v = 0; v < 2; ++v)
+      acc[r][v] = accumulate ? _mm512_load_ps(out + r * kNr + 16 * v) : _mm512_setzero_ps();
+  for (int64_t cb = 0; cb < ncb; ++cb) {
+    for (int t = 0; t < taps; ++t) {
+      const float* a[kMr];
+      for (int r = 0; r < kMr; ++r) a[r] = rows[r] + cb * cb_stride + toff[t];
+#pragma GCC unroll 16
+      for (int c = 0; c < kCb; ++c, B += kNr) {
+        const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < kMr; ++r) {
+          const __m512 av = _mm512_set1_ps(a[r][c]);
+          acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < kMr; ++r)
+    for (int v = 0; v < 2; ++v) _mm512_store_ps(out + r * kNr + 16 * v, acc[r][v]);
+}
+
+// Writes a finished tile out[8][32] (rows: positions, columns: the panel's output channels) to
+// y, adding the bias. y_at[r] is where position r's value of the panel's first channel goes;
+// channel m is P further per m. When the 8 positions are consecutive in y, 8 x 8 blocks are
+// transposed in registers and stored as rows of 8.
+PYNN_TARGET_AVX512F void write_tile(const float* out, const int64_t* y_at, int rows, int cols,
+                                    int64_t P, const float* bias, float* y) {
+  if (rows == kMr && y_at[kMr - 1] - y_at[0] == kMr - 1) {
+    float* base = y + y_at[0];
+    for (int m0 = 0; m0 < cols; m0 += 8) {
+      __m256 v[8];
+      for (int r = 0; r < 8; ++r) v[r] = _mm256_load_ps(out + r * kNr + m0);
+      transpose8(v);
+      for (int m = 0; m < std::min(8, cols - m0); ++m) {
+        const __m256 bv = _mm256_set1_ps(bias ? bias[m0 + m] : 0.0f);
+        _mm256_storeu_ps(base + (m0 + m) * P, _mm256_add_ps(v[m], bv));
+      }
+    }
+    return;
+  }
+  for (int m = 0; m < cols; ++m) {
+    const float bv = bias ? bias[m] : 0.0f;
+    for (int r = 0; r < rows; ++r) y[y_at[r] + m * P] = out[r * kNr + m] + bv;
+  }
+}
+
+
+// ---- weight gradient ----
+// gw[m, c, t] = sum over positions q of gy[m, q] * xb(q, tap t, channel c): the register tile
+// holds 8 channels of one tap x 32 output channels and runs the whole batch's positions, each
+// two vector loads of gyT (grad_output transposed, [positions][32 * panels]) and 8 broadcasts
+// from one line of xb.
+
+// gyT[gi][n * P + q][m] = gy[n, gi * cout_g + m, q], zero for m >= cout_g.
+PYNN_TARGET_AVX512F void transpose_sample(const float* src, int64_t M, int64_t P, int64_t ld,
+                                          float* dst) {
+  int64_t q8 = 0;
+  for (; q8 + 8 <= P; q8 += 8) {
+    int64_t m8 = 0;
+    for (; m8 + 8 <= M; m8 += 8) {
+      __m256 v[8];
+      for (int r = 0; r < 8; ++r) v[r] = _mm256_loadu_ps(src + (m8 + r) * P + q8);
+      transpose8(v);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (q8 + k) * ld + m8, v[k]);
+    }
+    for (int64_t q = q8; q < q8 + 8; ++q)
+      for (int64_t m = m8; m < ld; ++m) dst[q * ld + m] = m < M ? src[m * P + q] : 0.0f;
+  }
+  for (int64_t q = q8; q < P; ++q)
+    for (int64_t m = 0; m < ld; ++m) dst[q * ld + m] = m < M ? src[m * P + q] : 0.0f;
+}
+
+void pack_grad_output(const Conv2dGeom& g, const Plan& p, const float* gy, float* gyT) {
+  const int64_t ld = p.panels * kNr;
+  parallel_for(0, g.G * g.N, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t gi = i / g.N, n = i % g.N;
+      transpose_sample(gy + (n * g.Cout + gi * g.cout_g) * g.P, g.cout_g, g.P, ld,
+                       gyT + (gi * p.positions + n * g.P) * ld);
+    }
+  });
+}
+
+// out[8][32] (+)= sum over the positions of output rows [u0, u1) (u = n * OH + oh) of the 8
+// channels at `line` (tap and channel block applied; position (n, oh, ow) adds n * sample +
+// oh * row_step + ow * col_step) times the 32 values of gyT at the position (ld apart). Row r
+// of the tile is at out + r * out_stride.
+PYNN_TARGET_AVX512F void weight_tile(const float* line, const Conv2dGeom& g, const Plan& p,
+                                     int64_t u0, int64_t u1, const float* gyT, int64_t ld,
+                                     float* out, int64_t out_stride, bool accumulate) {
+  __m512 acc[8][2];
+  for (int r = 0; r < 8; ++r)
+    for (int v = 0; v < 2; ++v)
+      acc[r][v] = accumulate ? _mm512_load_ps(out + r * out_stride + 16 * v) : _mm512_setzero_ps();
+  const int64_t row_step = g.sh * p.Wp * kCb, col_step = g.sw * kCb;
+  gyT += u0 * g.OW * ld;
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t n = u / g.OH, oh = u - n * g.OH;
+    const float* a = line + n * p.sample + oh * row_step;
+    for (int64_t ow = 0; ow < g.OW; ++ow, a += col_step, gyT += ld) {
+      const __m512 b0 = _mm512_load_ps(gyT), b1 = _mm512_load_ps(gyT + 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        const __m512 av = _mm512_set1_ps(a[r]);
+        acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+      }
+    }
+  }
+  for (int r = 0; r < 8; ++r)
+    for (int v = 0; v < 2; ++v) _mm512_store_ps(out + r * out_stride + 16 * v, acc[r][v]);
+}
+
+// gw rows m < mn (kcol apart) from block[k][32], k = c * taps + t < kn: 8 x 8 transposes, so
+// each row of gw gets its kn values in order.
+PYNN_TARGET_AVX512F void unpack_block(const float* block, int64_t mn, int64_t kn, int64_t kcol,
+                                      float* gw) {
+  for (int64_t m8 = 0; m8 < mn; m8 += 8) {
+    const int64_t rows = std::min<int64_t>(8, mn - m8);
+    int64_t k8 = 0;
+    for (; k8 + 8 <= kn; k8 += 8) {
+      __m256 v[8];
+      for (int k = 0; k < 8; ++k) v[k] = _mm256_load_ps(block + (k8 + k) * kNr + m8);
+      transpose8(v);
+      for (int64_t r = 0; r < rows; ++r) _mm256_storeu_ps(gw + (m8 + r) * kcol + k8, v[r]);
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = k8; k < kn; ++k) gw[(m8 + r) * kcol + k] = block[k * kNr + m8 + r];
+  }
+}
+
+#endif  // PYNN_BLOCKED_X86
+}  // namespace
+
+bool conv2d_blocked_applies(const Conv2dGeom& g) {
+#if PYNN_BLOCKED_X86
+  if (g.pointwise || g.depthwise || g.N == 0 || g.P == 0) return false;
+  if (g.pt < 0 || g.pl < 0) return false;  // an input gradient's padding is dil * (K-1) - pad
+  // A 1x1 kernel (the input gradient of a pointwise layer) does about as much copying into xb
+  // as multiplying, which pays only where the GEMM's panels go half empty: 8 x 256 -> 128 at
+  // 28 x 28 measured 0.63x of the implicit GEMM, 4 x 2048 -> 512 at 7 x 7 1.59x.
+  if (g.KH * g.KW == 1 && g.P > kMaxPointwisePositions) return false;
+  if (g.cin_g < kCb || round_up(g.cin_g, kCb) * 7 > g.cin_g * 8) return false;
+  if (g.cout_g < kNr || round_up(g.cout_g, kNr) * 7 > g.cout_g * 8) return false;
+  const char* env = std::getenv("PYNN_CONV_BLOCKED");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  return gemm_selects_avx512() && conv2d_direct_enabled();
+#else
+  (void)g;
+  return false;
+#endif
+}
+
+void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, const float* b,
+                    float* y) {
+#if PYNN_BLOCKED_X86
+  const Plan p = make_plan(g);
+  float* xb = call_scratch(g.G * p.x_group);
+  pack_input(g, p, x, xb);
+
+  std::vector<int64_t> toff(static_cast<size_t>(p.taps));
+  for (int64_t kh = 0; kh < g.KH; ++kh)
+    for (int64_t kw = 0; kw < g.KW; ++kw)
+      toff[kh * g.KW + kw] = (kh * g.dh * p.Wp + kw * g.dw) * kCb;
+  // K blocks: channel blocks whose panel slice fits kPanelBlockBytes.
+  const int64_t kcb = std::clamp<int64_t>(kPanelBlockBytes / (p.w_cb * 4), 1, p.cblocks);
+  const int64_t kblocks = (p.cblocks + kcb - 1) / kcb;
+  // Items: (group, panel, range of tiles), enough of them to go round the threads, and short
+  // enough that accumulators kept across K blocks stay in L2.
+  const int threads = in_parallel_region() ? 1 : get_num_threads();
+  int64_t chunks = (4 * threads + g.G * p.panels - 1) / (g.G * p.panels);
+  if (kblocks > 1) chunks = std::max(chunks, (p.tiles + kMaxItemTiles - 1) / kMaxItemTiles);
+  chunks = std::clamp<int64_t>(chunks, 1, p.tiles);
+  const int64_t items = g.G * p.panels * chunks;
+
+  for_each_item_dynamic(items, threads, [&](int64_t, int64_t it) {
+    const int64_t chunk = it % chunks, j = (it / chunks) % p.panels, gi = it / (chunks * p.panels);
+    const int64_t t0 = p.tiles * chunk / chunks, t1 = p.tiles * (chunk + 1) / chunks;
+    // this thread's panel slice, then its accumulators
+    thread_local std::vector<float> buf;
+    const int64_t b_elems = kcb * p.w_cb;
+    const size_t need = static_cast<size_t>(b_elems + (kblocks > 1 ? t1 - t0 : 1) * kTile + 16);
+    if (buf.size() < need) buf.resize(need);
+    float* B = buf.data();
+    B += (64 - reinterpret_cast<uintptr_t>(B) % 64) % 64 / sizeof(float);
+    float* acc = B + b_elems;
+    const int64_t m0 = j * kNr;
+    const int cols = static_cast<int>(std::min(kNr, g.cout_g - m0));
+    const float* bias = b ? b + gi * g.cout_g + m0 : nullptr;
+    const float* xg = xb + gi * p.x_group;
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      const int64_t cb0 = kb * kcb, ncb = std::min(kcb, p.cblocks - cb0);
+      pack_panel(g, p, w, gi, j, cb0, ncb, B);
+      const bool last = kb == kblocks - 1;
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* rows[kMr];
+        int64_t y_at[kMr];
+        const int n_rows = static_cast<int>(std::min(kMr, p.positions - t * kMr));
+        for (int r = 0; r < kMr; ++r) {
+          // rows past the last position repeat it; their results are dropped
+          const int64_t q = t * kMr + std::min(r, n_rows - 1);
+          const int64_t n = q / g.P, pp = q - n * g.P, oh = pp / g.OW, ow = pp - oh * g.OW;
+          rows[r] = xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp + ow * g.sw) * kCb;
+          y_at[r] = (n * g.Cout + gi * g.cout_g + m0) * g.P + pp;
+        }
+        float* out = kblocks > 1 ? acc + (t - t0) * kTile : acc;
+        blocked_tile(rows, toff.data(), static_cast<int>(p.taps), ncb, p.cb_stride, B, out,
+                     kb > 0);
+        if (last) write_tile(out, y_at, n_rows, cols, g.P, bias, y);
+      }
+    }
+  });
+#else
+  (void)g, (void)x, (void)w, (void)b, (void)y;
+  PYNN_CHECK(false, "conv2d_blocked: not built for this CPU");
+#endif
+}
+
+bool conv2d_blocked_weight_applies(const Conv2dGeom& g) {
+#if PYNN_BLOCKED_X86
+  if (!conv2d_blocked_applies(g)) return false;
+  // Its items are (group, panel, channel block). Python asks this before it allocates (or not)
+  // the other path's workspace, so the rule must not depend on the thread count.
+  const int64_t items = g.G * ((g.cout_g + kNr - 1) / kNr) * ((g.cin_g + kCb - 1) / kCb);
+  return items >= kMinWeightItems;
+#else
+  (void)g;
+  return false;
+#endif
+}
+
+void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const float* x,
+                                    float* gw) {
+#if PYNN_BLOCKED_X86
+  const Plan p = make_plan(g);
+  const int64_t ld = p.panels * kNr;
+  const int64_t x_elems = g.G * p.x_group, gy_elems = g.G * p.positions * ld;
+  float* xb = call_scratch(x_elems + gy_elems);
+  float* gyT = xb + x_elems;  // x_elems is a multiple of 16: aligned
+  pack_input(g, p, x, xb);
+  pack_grad_output(g, p, gy, gyT);
+  const int threads = in_parallel_region() ? 1 : get_num_threads();
+  for_each_item_dynamic(g.G * p.panels * p.cblocks, threads, [&](int64_t, int64_t it) {
+    const int64_t cb = it % p.cblocks, j = (it / p.cblocks) % p.panels;
+    const int64_t gi = it / (p.cblocks * p.panels);
+    const int64_t m0 = j * kNr, mn = std::min(kNr, g.cout_g - m0);
+    const int64_t c0 = cb * kCb, cn = std::min(kCb, g.cin_g - c0);
+    thread_local std::vector<float> buf;
+    if (buf.size() < static_cast<size_t>(p.w_cb + 16)) buf.resize(static_cast<size_t>(p.w_cb + 16));
+    float* block = buf.data();
+    block += (64 - reinterpret_cast<uintptr_t>(block) % 64) % 64 / sizeof(float);
+    const float* xg = xb + gi * p.x_group + cb * p.cb_stride;
+    const float* gyg = gyT + gi * p.positions * ld + m0;
+    // Output rows in chunks of about kWeightChunk positions, so that their slices of gyT and
+    // xb stay in L2 while the 2 * taps tiles pass over them.
+    const int64_t rows = g.N * g.OH, chunk = std::max<int64_t>(1, kWeightChunk / g.OW);
+    for (int64_t u0 = 0; u0 < rows; u0 += chunk) {
+      const int64_t u1 = std::min(rows, u0 + chunk);
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const int64_t t = kh * g.KW + kw, toff = (kh * g.dh * p.Wp + kw * g.dw) * kCb;
+          // block[c * taps + t][32]: gw's order within a row
+          for (int64_t h = 0; h < cn; h += 8)
+            weight_tile(xg + toff + h, g, p, u0, u1, gyg, ld, block + (h * p.taps + t) * kNr,
+                        p.taps * kNr, u0 > 0);
+        }
+    }
+    unpack_block(block, mn, cn * p.taps, g.kcol, gw + (gi * g.cout_g + m0) * g.kcol + c0 * p.taps);
+  });
+#else
+  (void)g, (void)gy, (void)x, (void)gw;
+  PYNN_CHECK(false, "conv2d_blocked_backward_weight: not built for this CPU");
+#endif
+}
+
+}  // namespace pynn

@@ -1,0 +1,70 @@
+#pragma once
+// Blocked direct convolution for float32 layers with many channels on AVX-512 CPUs.
+//
+// The implicit GEMM puts output positions on the 32-wide vector side of its register tile and
+// output channels on the 8-row side. Deep layers have few positions (ResNet's 14 x 14 and 7 x 7,
+// 49 positions filling 64 lanes per sample) and pay the column packing on every call. Here the
+// roles swap: 32 output channels are the vector lanes (every lane busy once Cout is a multiple
+// of 32) and 8 output positions, flattened over the whole batch (n, oh, ow), are the rows, each
+// read in place from a copy of the input in 16-channel blocks:
+//   xb[group][cb][n][Hp][Wp][16],  zero-padded to Hp x Wp, the extent the taps reach,
+// so that tap (kh, kw) of position (n, oh, ow) reads the 16 channels of a block as one cache
+// line at xb + n * Hp*Wp*16 + ((oh*sh + kh*dh) * Wp + ow*sw + kw*dw) * 16, whatever the stride,
+// dilation or padding. The weights go into panels [group][panel][cb][tap][16][32] (output
+// channels innermost, zero past the last channel), and the register tile of 8 positions x 32
+// channels takes, per (tap, channel), two vector loads of the panel and 8 broadcasts from the
+// positions' lines: the GEMM micro-kernel's shape, with no column matrix built.
+//
+// The input channels go in K blocks whose slice of the panel (at most 160 KiB) stays in L2 while
+// every tile of a work item passes over it; items are (group, panel, range of tiles), taken
+// dynamically by the threads, and each packs its own panel slice from the weight (so the
+// weight is read once per item, and no packed copy of it goes through memory).
+//
+// The weight gradient uses the same xb and grad_output transposed, gyT[group][n, oh, ow][32 *
+// panels]: a register tile of 8 channels of one tap x 32 output channels sums over chunks of
+// 512 positions (two vector loads of gyT and 8 broadcasts from one line of xb per position);
+// items are (group, panel, channel block), each writing its own block of grad_weight.
+//
+// Scratch, the calling thread's (grow-only, reused from call to call and shared by the passes):
+// xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded), and for the weight
+// gradient gyT, G * N * OH * OW * ceil(cout_g/32) * 32 floats. Per pool thread: a panel slice
+// (at most 160 KiB, or one channel block), the accumulators of an item's tiles (at most 64 *
+// 256 floats) or, for the weight gradient, one channel block's taps x 16 x 32 floats.
+//
+// Runs forward, and the stride-1 input gradient as the forward of its transposed geometry
+// (grad_output with the flipped kernel, channel axes swapped: see ConvWeightSource).
+#include <cstdint>
+
+#include "math/conv.h"
+
+namespace pynn {
+
+// Where the kernel reads weight (group gi, output channel m, input channel c, tap t) of the
+// convolution it computes: w[gi * group + m * m_stride + c * c_stride + t * t_stride].
+// The forward reads the weight as it is; the input gradient reads it flipped (t_stride -1,
+// from the last tap) with the channel roles swapped.
+struct ConvWeightSource {
+  const float* w;
+  int64_t group, m_stride, c_stride, t_stride;
+};
+
+// Whether the blocked kernel takes convolution g (float32 is the caller's condition): an
+// AVX-512 CPU whose GEMM kernel choice is AVX-512 (PYNN_GEMM_KERNEL honoured), neither
+// PYNN_CONV_DIRECT=0 nor PYNN_CONV_BLOCKED=0 set, not 1x1 or depthwise, non-negative leading
+// padding, and at least 16 input and 32 output channels per group with at most 1 in 8 of the
+// padded channel blocks and panels idle; a 1x1 kernel only up to 14 x 14 output positions.
+bool conv2d_blocked_applies(const Conv2dGeom& g);
+
+// y = conv(x, w) (+ b), y overwritten.
+void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, const float* b,
+                    float* y);
+
+// Whether the weight gradient of g runs here: conv2d_blocked_applies, and at least 8 (group,
+// panel of 32 output channels, block of 16 input channels) items to share among the threads.
+bool conv2d_blocked_weight_applies(const Conv2dGeom& g);
+
+// grad_weight (overwritten) of y = conv(x, w).
+void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const float* x,
+                                    float* gw);
+
+}  // namespace pynn
