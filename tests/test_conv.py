@@ -640,8 +640,9 @@ def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threa
 # covers tiles that cross samples (7 x 7), a last channel block and panel that are partly padding
 # (56 channels), two K blocks and tiles split into chunks (160 input channels, 800 positions),
 # stride, dilation with a rectangular kernel, asymmetric padding, groups, an unpadded 5x5 on one
-# sample, and weight gradients summed over chunks of rows (20 x 40 outputs). `passes` lists the
-# passes it takes: f forward, i input gradient (stride 1), w weight gradient (>= 8 items).
+# sample, weight gradients summed over chunks of rows (20 x 40 outputs), and 1x1 kernels up to
+# 14 x 14 outputs. `passes` lists the passes it takes: f forward, i input gradient (stride 1),
+# w weight gradient (>= 8 items of 32 output x 16 input channels).
 BLOCKED_GRID = [
     ("deep_7x7", (4, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), "fiw"),
     ("channel_tails", (2, 56, 9, 11), (56, 56, 3, 3), dict(padding=1), "fiw"),
@@ -652,6 +653,12 @@ BLOCKED_GRID = [
     ("groups", (2, 128, 8, 9), (128, 64, 3, 3), dict(padding=1, groups=2), "fiw"),
     ("unpadded_5x5_batch1", (1, 16, 12, 13), (32, 16, 5, 5), {}, "f"),
     ("row_chunks", (2, 32, 20, 40), (128, 32, 3, 3), dict(padding=1), "fiw"),
+    # weight panels copied along each of the source's unit strides: a 1x1 forward (input
+    # channels, a last block of 8), a 1x1 input gradient (output channels), and a 2x2 kernel
+    # (neither: one by one)
+    ("pointwise_stride2", (2, 56, 13, 13), (64, 56, 1, 1), dict(stride=2), "fw"),
+    ("pointwise_7x7", (3, 64, 7, 7), (96, 64, 1, 1), {}, "fiw"),
+    ("k2x2", (2, 64, 10, 11), (64, 64, 2, 2), dict(padding=1), "fiw"),
 ]
 
 
@@ -678,10 +685,10 @@ def test_blocked_kernel_matches_torch(name, xs, ws, kw, passes, threads, pool_th
     ((2, 40, 9, 9), (32, 40, 3, 3), dict(padding=1), torch.float32, ""),
     # 48 of 64 lanes busy; its input gradient (48 -> 32) fills them
     ((2, 32, 9, 9), (48, 32, 3, 3), dict(padding=1), torch.float32, "i"),
-    # 1x1: the forward reads the input as the GEMM's operand; the input gradient (a 1x1 as well)
-    # runs here up to 14 x 14 positions
+    # 1x1: all passes run here up to 14 x 14 positions; past that the GEMM reads the input in
+    # place
     ((2, 64, 16, 16), (64, 64, 1, 1), {}, torch.float32, ""),
-    ((2, 64, 14, 14), (64, 64, 1, 1), {}, torch.float32, "i"),
+    ((2, 64, 14, 14), (64, 64, 1, 1), {}, torch.float32, "fiw"),
     ((2, 64, 9, 9), (64, 1, 3, 3), dict(padding=1, groups=64), torch.float32, ""),  # depthwise
 ], ids=["f64", "cin40", "cout48", "pointwise16", "pointwise14", "depthwise"])
 def test_blocked_kernel_steps_aside(xs, ws, kw, dtype, passes):

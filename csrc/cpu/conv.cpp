@@ -930,14 +930,14 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     if constexpr (std::is_same<T, float>::value)
       if (conv2d_direct_applies(g, input.dtype, ConvPass::forward))
         return conv2d_direct_forward(g, x, w, b, y);
-    if (g.pointwise)
-      return pointwise_forward(g, x, w, b, y, check_workspace(workspace, g, tile_cols, op),
-                               tile_cols);
     if constexpr (std::is_same<T, float>::value)
       if (conv2d_blocked_applies(g)) {
         const int64_t kk = g.KH * g.KW;
         return conv2d_blocked(g, x, {w, g.cout_g * g.kcol, g.kcol, kk, 1}, b, y);
       }
+    if (g.pointwise)
+      return pointwise_forward(g, x, w, b, y, check_workspace(workspace, g, tile_cols, op),
+                               tile_cols);
     if (few_positions(g)) return few_positions_conv(g, x, w, b, y);
     const GemmPanelShape shape = gemm_panel_shape<T>();
     const Slots slots = check_implicit_workspace<T>(workspace, g, tile_cols, shape, op);

@@ -154,18 +154,64 @@ PYNN_TARGET_AVX512F void pack_channel(const ConvWeightSource& w, const float* s,
   }
 }
 
-// Channel blocks [cb0, cb0 + ncb) of panel j of group gi into d.
+// One channel block of a panel whose source runs along the input channels (c_stride 1: the
+// forward of a 1x1 kernel): per tap, 8 x 8 transposes of 8 output channels x 8 input channels.
+PYNN_TARGET_AVX512F void pack_block_by_channel(const ConvWeightSource& w, const float* s,
+                                               int64_t mn, int64_t cn, int64_t taps, float* d) {
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t m8 = 0; m8 < kNr; m8 += 8) {
+      const int64_t rows = std::clamp<int64_t>(mn - m8, 0, 8);
+      const float* sm = s + m8 * w.m_stride + t * w.t_stride;
+      for (int64_t c8 = 0; c8 < kCb; c8 += 8) {
+        float* dc = d + (t * kCb + c8) * kNr + m8;
+        if (c8 + 8 <= cn) {
+          __m256 v[8];
+          for (int r = 0; r < 8; ++r)
+            v[r] = r < rows ? _mm256_loadu_ps(sm + r * w.m_stride + c8) : _mm256_setzero_ps();
+          transpose8(v);
+          for (int k = 0; k < 8; ++k) _mm256_store_ps(dc + k * kNr, v[k]);
+        } else {
+          for (int64_t k = 0; k < 8; ++k)
+            for (int64_t r = 0; r < 8; ++r)
+              dc[k * kNr + r] = r < rows && c8 + k < cn ? sm[r * w.m_stride + c8 + k] : 0.0f;
+        }
+      }
+    }
+}
+
+// Channel blocks [cb0, cb0 + ncb) of panel j of group gi into d. The source's unit stride
+// picks the copy: along the output channels (an input gradient's 1x1) rows copy as they are;
+// along the input channels (a forward 1x1) or the taps (the rest) they are transposed.
 void pack_panel(const Conv2dGeom& g, const Plan& p, const ConvWeightSource& w, int64_t gi,
                 int64_t j, int64_t cb0, int64_t ncb, float* d) {
   const int64_t m0 = j * kNr, mn = std::min(kNr, g.cout_g - m0);
   for (int64_t cb = cb0; cb < cb0 + ncb; ++cb, d += p.w_cb) {
     const int64_t c0 = cb * kCb, cn = std::min(kCb, g.cin_g - c0);
     const float* s = w.w + gi * w.group + m0 * w.m_stride + c0 * w.c_stride;
-    for (int64_t c = 0; c < kCb; ++c) {
-      if (c < cn) {
-        pack_channel(w, s + c * w.c_stride, mn, p.taps, d + c * kNr);
-      } else {
-        for (int64_t t = 0; t < p.taps; ++t) std::fill_n(d + (t * kCb + c) * kNr, kNr, 0.0f);
+    if (w.m_stride == 1) {
+      for (int64_t t = 0; t < p.taps; ++t)
+        for (int64_t c = 0; c < kCb; ++c) {
+          float* dr = d + (t * kCb + c) * kNr;
+          if (c < cn) std::copy_n(s + c * w.c_stride + t * w.t_stride, mn, dr);
+          std::fill(dr + (c < cn ? mn : 0), dr + kNr, 0.0f);
+        }
+    } else if (w.c_stride == 1 || p.taps < 8) {
+      if (w.c_stride == 1) {
+        pack_block_by_channel(w, s, mn, cn, p.taps, d);
+        continue;
+      }
+      for (int64_t t = 0; t < p.taps; ++t)  // small kernels with no unit stride: one by one
+        for (int64_t c = 0; c < kCb; ++c)
+          for (int64_t m = 0; m < kNr; ++m)
+            d[(t * kCb + c) * kNr + m] =
+                c < cn && m < mn ? s[m * w.m_stride + c * w.c_stride + t * w.t_stride] : 0.0f;
+    } else {
+      for (int64_t c = 0; c < kCb; ++c) {
+        if (c < cn) {
+          pack_channel(w, s + c * w.c_stride, mn, p.taps, d + c * kNr);
+        } else {
+          for (int64_t t = 0; t < p.taps; ++t) std::fill_n(d + (t * kCb + c) * kNr, kNr, 0.0f);
+        }
       }
     }
   }
@@ -316,11 +362,11 @@ PYNN_TARGET_AVX512F void unpack_block(const float* block, int64_t mn, int64_t kn
 
 bool conv2d_blocked_applies(const Conv2dGeom& g) {
 #if PYNN_BLOCKED_X86
-  if (g.pointwise || g.depthwise || g.N == 0 || g.P == 0) return false;
+  if (g.depthwise || g.N == 0 || g.P == 0) return false;
   if (g.pt < 0 || g.pl < 0) return false;  // an input gradient's padding is dil * (K-1) - pad
-  // A 1x1 kernel (the input gradient of a pointwise layer) does about as much copying into xb
-  // as multiplying, which pays only where the GEMM's panels go half empty: 8 x 256 -> 128 at
-  // 28 x 28 measured 0.63x of the implicit GEMM, 4 x 2048 -> 512 at 7 x 7 1.59x.
+  // A 1x1 kernel does about as much copying into xb as multiplying, which pays only where the
+  // GEMM's panels go half empty: the input gradient of 8 x 256 -> 128 at 28 x 28 measured 0.63x
+  // of the implicit GEMM, 4 x 2048 -> 512 at 7 x 7 1.59x.
   if (g.KH * g.KW == 1 && g.P > kMaxPointwisePositions) return false;
   if (g.cin_g < kCb || round_up(g.cin_g, kCb) * 7 > g.cin_g * 8) return false;
   if (g.cout_g < kNr || round_up(g.cout_g, kNr) * 7 > g.cout_g * 8) return false;
@@ -370,20 +416,30 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
     const int cols = static_cast<int>(std::min(kNr, g.cout_g - m0));
     const float* bias = b ? b + gi * g.cout_g + m0 : nullptr;
     const float* xg = xb + gi * p.x_group;
+    // position t0 * 8 as (n, oh, ow), stepped along the tiles instead of divided out per row
+    const int64_t q0 = t0 * kMr, n0 = q0 / g.P, oh0 = (q0 - n0 * g.P) / g.OW;
+    const int64_t ow0 = q0 - n0 * g.P - oh0 * g.OW;
     for (int64_t kb = 0; kb < kblocks; ++kb) {
       const int64_t cb0 = kb * kcb, ncb = std::min(kcb, p.cblocks - cb0);
       pack_panel(g, p, w, gi, j, cb0, ncb, B);
       const bool last = kb == kblocks - 1;
+      int64_t n = n0, oh = oh0, ow = ow0;
       for (int64_t t = t0; t < t1; ++t) {
         const float* rows[kMr];
         int64_t y_at[kMr];
         const int n_rows = static_cast<int>(std::min(kMr, p.positions - t * kMr));
         for (int r = 0; r < kMr; ++r) {
-          // rows past the last position repeat it; their results are dropped
-          const int64_t q = t * kMr + std::min(r, n_rows - 1);
-          const int64_t n = q / g.P, pp = q - n * g.P, oh = pp / g.OW, ow = pp - oh * g.OW;
-          rows[r] = xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp + ow * g.sw) * kCb;
-          y_at[r] = (n * g.Cout + gi * g.cout_g + m0) * g.P + pp;
+          if (r < n_rows) {
+            rows[r] = xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp + ow * g.sw) * kCb;
+            y_at[r] = (n * g.Cout + gi * g.cout_g + m0) * g.P + oh * g.OW + ow;
+            if (++ow == g.OW) {
+              ow = 0;
+              if (++oh == g.OH) oh = 0, ++n;
+            }
+          } else {  // past the last position: repeat it, the results are dropped
+            rows[r] = rows[r - 1];
+            y_at[r] = y_at[r - 1];
+          }
         }
         float* out = kblocks > 1 ? acc + (t - t0) * kTile : acc;
         blocked_tile(rows, toff.data(), static_cast<int>(p.taps), ncb, p.cb_stride, B, out,

@@ -50,7 +50,7 @@ struct ConvWeightSource {
 
 // Whether the blocked kernel takes convolution g (float32 is the caller's condition): an
 // AVX-512 CPU whose GEMM kernel choice is AVX-512 (PYNN_GEMM_KERNEL honoured), neither
-// PYNN_CONV_DIRECT=0 nor PYNN_CONV_BLOCKED=0 set, not 1x1 or depthwise, non-negative leading
+// PYNN_CONV_DIRECT=0 nor PYNN_CONV_BLOCKED=0 set, not depthwise, non-negative leading
 // padding, and at least 16 input and 32 output channels per group with at most 1 in 8 of the
 // padded channel blocks and panels idle; a 1x1 kernel only up to 14 x 14 output positions.
 bool conv2d_blocked_applies(const Conv2dGeom& g);

@@ -31,9 +31,9 @@ scratch:
   and 32 output channels per group that fill their 16-channel blocks and 32-channel panels (all
   of ResNet's and VGG's 3x3 layers, any stride, dilation or padding): output channels as the
   vector lanes, positions of the whole batch read in place from a 16-channel-blocked copy of
-  the input. The forward, the stride-1 input gradient (a convolution itself; a 1x1 one only up
-  to 14 x 14 positions) and the weight gradient (with at least 8 blocks of work). Python
-  allocates no workspace for these passes either (conv2d_direct_cpu says which).
+  the input. The forward, the stride-1 input gradient (a convolution itself) and the weight
+  gradient (with at least 8 blocks of work); 1x1 kernels only up to 14 x 14 output positions.
+  Python allocates no workspace for these passes either (conv2d_direct_cpu says which).
 - at most 100 output positions per sample (deep 7x7 layers), forward and stride-1 input
   gradient: one GEMM with positions as rows over a chunk of samples.
 - other stride-1 float32 layers on AVX-512 CPUs whose padded rows waste at most 1 position in 8
