@@ -689,8 +689,7 @@ def test_blocked_kernel_matches_torch(name, xs, ws, kw, passes, threads, pool_th
     # place
     ((2, 64, 16, 16), (64, 64, 1, 1), {}, torch.float32, ""),
     ((2, 64, 14, 14), (64, 64, 1, 1), {}, torch.float32, "fiw"),
-    ((2, 64, 9, 9), (64, 1, 3, 3), dict(padding=1, groups=64), torch.float32, ""),  # depthwise
-], ids=["f64", "cin40", "cout48", "pointwise16", "pointwise14", "depthwise"])
+], ids=["f64", "cin40", "cout48", "pointwise16", "pointwise14"])
 def test_blocked_kernel_steps_aside(xs, ws, kw, dtype, passes):
     if not _cpu_has_avx512() or os.environ.get("PYNN_GEMM_KERNEL", "auto") not in ("auto",
                                                                                     "avx512"):
@@ -714,3 +713,37 @@ def test_blocked_kernel_follows_the_switches(monkeypatch):
         ours, ref = run_both(x, w, b, kw)
         check_pair(ours, ref, ws[1] * ws[2] * ws[3])
         monkeypatch.delenv(var)
+
+
+# Depthwise float32 layers with unit stride along W run the AVX-512 depthwise kernels
+# (csrc/cpu/conv_depthwise.cpp): 16 outputs of a row per vector summing every tap in a register,
+# masked loads at the row ends. The grid has rows of several vectors with a partial last one,
+# a channel multiplier (the input gradient sums 3 output channels), stride along H only,
+# dilation, the asymmetric padding of 'same', and a 5x7 kernel whose 35 taps are too many for
+# the weight gradient's accumulators. `passes` as in BLOCKED_GRID; stride along W takes none.
+DEPTHWISE_GRID = [
+    ("mobilenet", (2, 32, 20, 37), (32, 1, 3, 3), dict(padding=1, groups=32), "fiw"),
+    ("multiplier", (2, 8, 11, 19), (24, 1, 3, 3), dict(padding=1, groups=8), "fiw"),
+    ("stride_h", (2, 16, 15, 33), (16, 1, 3, 3), dict(stride=(2, 1), padding=1, groups=16), "fw"),
+    ("dilated_5x5", (1, 6, 17, 40), (6, 1, 5, 5), dict(padding=4, dilation=2, groups=6), "fiw"),
+    ("same_even", (2, 4, 9, 18), (4, 1, 2, 4), dict(padding="same", groups=4), "fiw"),
+    ("k5x7", (2, 4, 12, 20), (8, 1, 5, 7), dict(groups=4), "fi"),
+    ("stride_w", (2, 8, 12, 20), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8), ""),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,kw,passes", DEPTHWISE_GRID,
+                         ids=[c[0] for c in DEPTHWISE_GRID])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_depthwise_kernels_match_torch(name, xs, ws, kw, passes, threads, pool_threads):
+    taken = "".join(p for i, p in enumerate("fiw") if _direct_taken(xs, ws, kw, pass_=i))
+    if _cpu_has_avx512() and os.environ.get("PYNN_GEMM_KERNEL", "auto") in ("auto", "avx512"):
+        assert taken == passes, f"{name}: the depthwise kernels take {taken!r}, expected {passes!r}"
+    else:
+        assert taken == ""
+    pool_threads(threads)
+    x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    ours, ref = run_both(x, w, b, kw)
+    check_pair(ours, ref, ws[1] * ws[2] * ws[3])
+    with torch.no_grad():  # no bias
+        assert_close(F.conv2d(x, w, **kw), TF.conv2d(x, w, **kw), scale=(ws[2] * ws[3]) ** 0.5)

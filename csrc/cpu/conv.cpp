@@ -14,6 +14,7 @@
 #include "core/macros.h"
 #include "core/parallel.h"
 #include "cpu/conv_blocked.h"
+#include "cpu/conv_depthwise.h"
 #include "cpu/conv_direct.h"
 #include "cpu/gemm.h"
 #include "math/conv.h"
@@ -139,7 +140,7 @@ void col2im_tile_add(const Conv2dGeom& g, const T* col, int64_t p0, int64_t p1, 
   });
 }
 
-// ---- depthwise: direct loops ----
+// ---- depthwise: direct loops (float32 on AVX-512 with unit stride along W: conv_depthwise.h) ----
 // Output channel co reads input channel co / m (m = cout_g, the channel multiplier). Each
 // kernel tap is a shifted multiply-add over whole row segments (contiguous when the stride is
 // 1), which is what lets these loops vectorise.
@@ -889,12 +890,12 @@ bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
   const ConvPass p = static_cast<ConvPass>(pass);
   if (conv2d_direct_applies(g, input.dtype, p)) return true;
   if (input.dtype != DType::Float32) return false;
+  if (g.depthwise) return conv2d_depthwise_fast_applies(g, p);
   switch (p) {
     case ConvPass::forward:
-      return !g.depthwise && conv2d_blocked_applies(g);
+      return conv2d_blocked_applies(g);
     case ConvPass::input_grad:
-      return !g.depthwise &&
-             conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g) &&
+      return conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g) &&
              conv2d_blocked_applies(input_grad_geom(g));
     default:
       return conv2d_blocked_weight_applies(g);
@@ -926,7 +927,12 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
     const T* w = weight.ptr<T>();
     const T* b = has_bias ? bias.ptr<T>() : nullptr;
     T* y = output.ptr<T>();
-    if (g.depthwise) return depthwise_forward(g, x, w, b, y);
+    if (g.depthwise) {
+      if constexpr (std::is_same<T, float>::value)
+        if (conv2d_depthwise_fast_applies(g, ConvPass::forward))
+          return conv2d_depthwise_forward(g, x, w, b, y);
+      return depthwise_forward(g, x, w, b, y);
+    }
     if constexpr (std::is_same<T, float>::value)
       if (conv2d_direct_applies(g, input.dtype, ConvPass::forward))
         return conv2d_direct_forward(g, x, w, b, y);
@@ -973,7 +979,12 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
     const T* gy = grad_output.ptr<T>();
     const T* w = weight.ptr<T>();
     T* gx = grad_input.ptr<T>();
-    if (g.depthwise) return depthwise_backward_input(g, gy, w, gx);
+    if (g.depthwise) {
+      if constexpr (std::is_same<T, float>::value)
+        if (conv2d_depthwise_fast_applies(g, ConvPass::input_grad))
+          return conv2d_depthwise_backward_input(g, gy, w, gx);
+      return depthwise_backward_input(g, gy, w, gx);
+    }
     if constexpr (std::is_same<T, float>::value)
       if (conv2d_direct_applies(g, grad_output.dtype, ConvPass::input_grad))
         return conv2d_direct_backward_input(g, gy, w, gx);
@@ -1090,7 +1101,12 @@ void conv2d_backward_weight_cpu(const TensorView& grad_output, const TensorView&
     const T* gy = grad_output.ptr<T>();
     const T* x = input.ptr<T>();
     T* gw = grad_weight.ptr<T>();
-    if (g.depthwise) return depthwise_backward_weight(g, gy, x, gw);
+    if (g.depthwise) {
+      if constexpr (std::is_same<T, float>::value)
+        if (conv2d_depthwise_fast_applies(g, ConvPass::weight_grad))
+          return conv2d_depthwise_backward_weight(g, gy, x, gw);
+      return depthwise_backward_weight(g, gy, x, gw);
+    }
     // Each slot sums its items into its own copy of grad_weight; one slot uses grad_weight.
     T* acc = n_slots > 1 ? partial.ptr<T>() : gw;
     std::fill(acc, acc + n_slots * wnumel, T(0));

@@ -18,7 +18,8 @@ Workspaces are allocated here with torch and handed to the kernels:
   weight gradient adds [slots, Cout, C/groups*KH*KW] partial sums when slots > 1.
 - CUDA: [nb, C*KH*KW, OH*OW], the columns of nb samples at once, nb chosen so this stays under
   _CUDA_WS_BYTES (at least one sample).
-A depthwise convolution (one input channel per group) runs direct loops without columns, and
+A depthwise convolution (one input channel per group) runs direct loops without columns (on
+AVX-512 CPUs in float32 with unit stride along W, the vector kernels of conv_depthwise.h), and
 a 1x1, stride-1, unpadded one reads the input as its own column matrix (CPU forward: gemm_cpu
 per tile, no workspace).
 
