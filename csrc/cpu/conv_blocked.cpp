@@ -44,14 +44,35 @@ constexpr int64_t kMaxItemTiles = 64;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// `elems` floats, 64-byte aligned, from the calling thread's scratch (grow-only; the forward and
-// the gradients share it, none of them calls another).
-float* call_scratch(int64_t elems) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < static_cast<size_t>(elems + 16)) buf.resize(static_cast<size_t>(elems + 16));
-  float* p = buf.data();
-  return p + (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64 / sizeof(float);
-}
+// The calling thread's scratch for one call: `elems` floats, 64-byte aligned. Up to
+// kKeepScratchBytes it stays allocated for the next call (grow-only, shared by the forward and
+// the gradients, none of which calls another), so that a training loop does not map and fault
+// in fresh pages per layer; a larger one (a large layer's copy of its input) is freed when the
+// call ends instead of staying pinned to the thread.
+constexpr size_t kKeepScratchBytes = size_t(64) << 20;
+
+class CallScratch {
+ public:
+  explicit CallScratch(int64_t elems) {
+    std::vector<float>& b = buffer();
+    if (b.size() < static_cast<size_t>(elems + 16)) b.resize(static_cast<size_t>(elems + 16));
+    data_ = b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64 / sizeof(float);
+  }
+  ~CallScratch() {
+    std::vector<float>& b = buffer();
+    if (b.capacity() * sizeof(float) > kKeepScratchBytes) std::vector<float>().swap(b);
+  }
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  float* data() const { return data_; }
+
+ private:
+  static std::vector<float>& buffer() {
+    thread_local std::vector<float> b;
+    return b;
+  }
+  float* data_;
+};
 
 struct Plan {
   int64_t Hp, Wp, taps;
@@ -383,7 +404,8 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
                     float* y) {
 #if PYNN_BLOCKED_X86
   const Plan p = make_plan(g);
-  float* xb = call_scratch(g.G * p.x_group);
+  const CallScratch scratch(g.G * p.x_group);
+  float* xb = scratch.data();
   pack_input(g, p, x, xb);
 
   std::vector<int64_t> toff(static_cast<size_t>(p.taps));
@@ -473,7 +495,8 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
   const Plan p = make_plan(g);
   const int64_t ld = p.panels * kNr;
   const int64_t x_elems = g.G * p.x_group, gy_elems = g.G * p.positions * ld;
-  float* xb = call_scratch(x_elems + gy_elems);
+  const CallScratch scratch(x_elems + gy_elems);
+  float* xb = scratch.data();
   float* gyT = xb + x_elems;  // x_elems is a multiple of 16: aligned
   pack_input(g, p, x, xb);
   pack_grad_output(g, p, gy, gyT);

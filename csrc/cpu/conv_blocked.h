@@ -25,7 +25,8 @@
 // 512 positions (two vector loads of gyT and 8 broadcasts from one line of xb per position);
 // items are (group, panel, channel block), each writing its own block of grad_weight.
 //
-// Scratch, the calling thread's (grow-only, reused from call to call and shared by the passes):
+// Scratch, the calling thread's (reused from call to call and shared by the passes up to 64 MiB,
+// freed at the end of a call above that):
 // xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded), and for the weight
 // gradient gyT, G * N * OH * OW * ceil(cout_g/32) * 32 floats. Per pool thread: a panel slice
 // (at most 160 KiB, or one channel block), the accumulators of an item's tiles (at most 64 *
