@@ -102,23 +102,18 @@ Plan make_plan(const Conv2dGeom& g) {
 
 // One padded row of xb: d[wp][16] = channel c of input row s (channels HW apart) at column
 // wp - pl, zero outside the row and for c >= cn. 8 columns at a time go through two 8 x 8
-// register transposes (channels 0-7 and 8-15).
+// transposes (channels 0-7 and 8-15).
 PYNN_TARGET_AVX512F void pack_row(const float* s, int64_t HW, int64_t cn, int64_t W, int64_t pl,
                                   int64_t Wp, float* d) {
   const int64_t lo = std::min(pl, Wp), hi = std::min(pl + W, Wp);  // columns holding input
   std::fill(d, d + lo * kCb, 0.0f);
   std::fill(d + hi * kCb, d + Wp * kCb, 0.0f);
   int64_t wp = lo;
+  const int lo_rows = static_cast<int>(std::min<int64_t>(cn, 8));
+  const int hi_rows = static_cast<int>(std::max<int64_t>(cn - 8, 0));
   for (; wp + 8 <= hi; wp += 8) {
-    __m256 v[2][8];
-    for (int c = 0; c < kCb; ++c)
-      v[c / 8][c % 8] = c < cn ? _mm256_loadu_ps(s + c * HW + (wp - pl)) : _mm256_setzero_ps();
-    transpose8(v[0]);
-    transpose8(v[1]);
-    for (int k = 0; k < 8; ++k) {
-      _mm256_store_ps(d + (wp + k) * kCb, v[0][k]);
-      _mm256_store_ps(d + (wp + k) * kCb + 8, v[1][k]);
-    }
+    transpose8_block(s + (wp - pl), HW, lo_rows, d + wp * kCb, kCb, 8);
+    transpose8_block(s + 8 * HW + (wp - pl), HW, hi_rows, d + wp * kCb + 8, kCb, 8);
   }
   for (; wp < hi; ++wp)
     for (int64_t c = 0; c < kCb; ++c) d[wp * kCb + c] = c < cn ? s[c * HW + (wp - pl)] : 0.0f;
@@ -186,11 +181,7 @@ PYNN_TARGET_AVX512F void pack_block_by_channel(const ConvWeightSource& w, const 
       for (int64_t c8 = 0; c8 < kCb; c8 += 8) {
         float* dc = d + (t * kCb + c8) * kNr + m8;
         if (c8 + 8 <= cn) {
-          __m256 v[8];
-          for (int r = 0; r < 8; ++r)
-            v[r] = r < rows ? _mm256_loadu_ps(sm + r * w.m_stride + c8) : _mm256_setzero_ps();
-          transpose8(v);
-          for (int k = 0; k < 8; ++k) _mm256_store_ps(dc + k * kNr, v[k]);
+          transpose8_block(sm + c8, w.m_stride, static_cast<int>(rows), dc, kNr, 8);
         } else {
           for (int64_t k = 0; k < 8; ++k)
             for (int64_t r = 0; r < 8; ++r)
@@ -202,7 +193,8 @@ PYNN_TARGET_AVX512F void pack_block_by_channel(const ConvWeightSource& w, const 
 
 // Channel blocks [cb0, cb0 + ncb) of panel j of group gi into d. The source's unit stride
 // picks the copy: along the output channels (an input gradient's 1x1) rows copy as they are;
-// along the input channels (a forward 1x1) or the taps (the rest) they are transposed.
+// along the input channels (a forward 1x1) or the taps (the rest; fewer than 8 taps go one by
+// one in pack_channel's tail) they are transposed.
 void pack_panel(const Conv2dGeom& g, const Plan& p, const ConvWeightSource& w, int64_t gi,
                 int64_t j, int64_t cb0, int64_t ncb, float* d) {
   const int64_t m0 = j * kNr, mn = std::min(kNr, g.cout_g - m0);
@@ -216,16 +208,8 @@ void pack_panel(const Conv2dGeom& g, const Plan& p, const ConvWeightSource& w, i
           if (c < cn) std::copy_n(s + c * w.c_stride + t * w.t_stride, mn, dr);
           std::fill(dr + (c < cn ? mn : 0), dr + kNr, 0.0f);
         }
-    } else if (w.c_stride == 1 || p.taps < 8) {
-      if (w.c_stride == 1) {
-        pack_block_by_channel(w, s, mn, cn, p.taps, d);
-        continue;
-      }
-      for (int64_t t = 0; t < p.taps; ++t)  // small kernels with no unit stride: one by one
-        for (int64_t c = 0; c < kCb; ++c)
-          for (int64_t m = 0; m < kNr; ++m)
-            d[(t * kCb + c) * kNr + m] =
-                c < cn && m < mn ? s[m * w.m_stride + c * w.c_stride + t * w.t_stride] : 0.0f;
+    } else if (w.c_stride == 1) {
+      pack_block_by_channel(w, s, mn, cn, p.taps, d);
     } else {
       for (int64_t c = 0; c < kCb; ++c) {
         if (c < cn) {
@@ -306,12 +290,8 @@ PYNN_TARGET_AVX512F void transpose_sample(const float* src, int64_t M, int64_t P
   int64_t q8 = 0;
   for (; q8 + 8 <= P; q8 += 8) {
     int64_t m8 = 0;
-    for (; m8 + 8 <= M; m8 += 8) {
-      __m256 v[8];
-      for (int r = 0; r < 8; ++r) v[r] = _mm256_loadu_ps(src + (m8 + r) * P + q8);
-      transpose8(v);
-      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (q8 + k) * ld + m8, v[k]);
-    }
+    for (; m8 + 8 <= M; m8 += 8)
+      transpose8_block(src + m8 * P + q8, P, 8, dst + q8 * ld + m8, ld, 8);
     for (int64_t q = q8; q < q8 + 8; ++q)
       for (int64_t m = m8; m < ld; ++m) dst[q * ld + m] = m < M ? src[m * P + q] : 0.0f;
   }
@@ -367,12 +347,9 @@ PYNN_TARGET_AVX512F void unpack_block(const float* block, int64_t mn, int64_t kn
   for (int64_t m8 = 0; m8 < mn; m8 += 8) {
     const int64_t rows = std::min<int64_t>(8, mn - m8);
     int64_t k8 = 0;
-    for (; k8 + 8 <= kn; k8 += 8) {
-      __m256 v[8];
-      for (int k = 0; k < 8; ++k) v[k] = _mm256_load_ps(block + (k8 + k) * kNr + m8);
-      transpose8(v);
-      for (int64_t r = 0; r < rows; ++r) _mm256_storeu_ps(gw + (m8 + r) * kcol + k8, v[r]);
-    }
+    for (; k8 + 8 <= kn; k8 += 8)
+      transpose8_block(block + k8 * kNr + m8, kNr, 8, gw + m8 * kcol + k8, kcol,
+                       static_cast<int>(rows));
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = k8; k < kn; ++k) gw[(m8 + r) * kcol + k] = block[k * kNr + m8 + r];
   }

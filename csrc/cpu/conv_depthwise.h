@@ -11,8 +11,8 @@
 //    the rows of every sample, reduced across lanes into double per sample.
 // Kernels up to 50 taps (7 x 7); no scratch. PYNN_CONV_DIRECT=0 turns them off, as it does the
 // other direct kernels.
-#include "math/conv.h"
 #include "cpu/conv_direct.h"
+#include "math/conv.h"
 
 namespace pynn {
 

@@ -323,12 +323,7 @@ PYNN_TARGET_AVX2 void pack_lines_avx2(int lines, int64_t kc, const float* src, i
   for (; l0 + 8 <= lines; l0 += 8) {
     const float* s = src + l0 * ld;
     int64_t k = 0;
-    for (; k + 8 <= kc; k += 8) {
-      __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * ld + k);
-      transpose8(r);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (k + i) * P + l0, r[i]);
-    }
+    for (; k + 8 <= kc; k += 8) transpose8_block(s + k, ld, 8, dst + k * P + l0, P, 8);
     for (; k < kc; ++k)
       for (int i = 0; i < 8; ++i) dst[k * P + l0 + i] = s[i * ld + k];
   }
@@ -537,12 +532,7 @@ PYNN_TARGET_AVX2 void store_transposed_avx2(int rows, int cols, const float* til
                                             int64_t c_rs) {
   int c0 = 0;
   if (rows == 8) {
-    for (; c0 + 8 <= cols; c0 += 8) {
-      __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_load_ps(tile + i * NR + c0);
-      transpose8(r);
-      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(C + (c0 + j) * c_rs, r[j]);
-    }
+    for (; c0 + 8 <= cols; c0 += 8) transpose8_block(tile + c0, NR, 8, C + c0 * c_rs, c_rs, 8);
   }
   store_transposed_generic<float, NR>(rows, cols - c0, tile + c0, C + c0 * c_rs, c_rs);
 }

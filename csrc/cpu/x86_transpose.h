@@ -1,8 +1,10 @@
 #pragma once
 // 8 x 8 float and 4 x 4 double transposes in AVX registers, shared by the GEMM's packers and
-// transposed stores (gemm.cpp) and the blocked convolution's write-out (conv_blocked.cpp).
+// transposed stores (gemm.cpp) and the blocked convolution's copies (conv_blocked.cpp).
 // x86-64 with GCC or Clang only; callers guard the include.
 #include <immintrin.h>
+
+#include <cstdint>
 
 #include "core/macros.h"
 
@@ -34,6 +36,17 @@ __attribute__((target("avx2,fma"))) PYNN_ALWAYS_INLINE void transpose4(__m256d r
   r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
   r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
   r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
+// A strided 8 x 8 float block transposed: row k < dst_rows of dst (dst_rs apart) takes column k
+// of the block whose row r is the 8 floats at src + r * src_rs for r < src_rows, zero below.
+__attribute__((target("avx2,fma"))) PYNN_ALWAYS_INLINE void transpose8_block(
+    const float* src, int64_t src_rs, int src_rows, float* dst, int64_t dst_rs, int dst_rows) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i)
+    r[i] = i < src_rows ? _mm256_loadu_ps(src + i * src_rs) : _mm256_setzero_ps();
+  transpose8(r);
+  for (int k = 0; k < dst_rows; ++k) _mm256_storeu_ps(dst + k * dst_rs, r[k]);
 }
 
 }  // namespace pynn
