@@ -388,6 +388,94 @@ def test_bad_constructor_args():
         pynn.nn.LSTM(3, 4, dropout=0.5)
 
 
+# ---- inference: gate and cell workspaces as a ring ---------------------------------------------
+# Without autograd the LSTM forward keeps R.INFERENCE_RING_STEPS steps of gates and cells, not T:
+# step t lives in slot t % R, and input projections run a ring's worth of steps at a time, in
+# runs aligned to the ring (so the reverse direction's first run is the short one). A slot
+# reused too early, or a run misaligned, changes the outputs: they must match torch and the
+# full-workspace forward. T = 7 with rings of 2, 3 and 6 leaves a partial run at either end.
+
+def _lstm_inference(m, x, h0, c0, ring, monkeypatch):
+    monkeypatch.setattr(R, "INFERENCE_RING_STEPS", ring)
+    with torch.no_grad():
+        out, (hn, cn) = m(x, (h0, c0))
+    return [out, hn, cn]
+
+
+RING_GRID = [  # I, H, proj, layers, bidirectional
+    (4, 5, 0, 2, True), (4, 6, 3, 1, True), (5, 7, 0, 1, False), (3, 4, 2, 2, False),
+]
+
+
+@pytest.mark.parametrize("I,H,proj,layers,bidir", RING_GRID,
+                         ids=[f"I{i}-H{h}-p{p}-L{l}-{'bi' if b else 'uni'}"
+                              for i, h, p, l, b in RING_GRID])
+def test_lstm_inference_ring_matches_full_workspaces(I, H, proj, layers, bidir, device, dtype,
+                                                      monkeypatch):
+    T, N = 7, 3
+    D, P = (2 if bidir else 1), (proj or H)
+    ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, layers, bidirectional=bidir,
+                      proj_size=proj, device=device, dtype=dtype)
+    x = torch.randn(T, N, I, device=device, dtype=dtype)
+    h0 = torch.randn(layers * D, N, P, device=device, dtype=dtype)
+    c0 = torch.randn(layers * D, N, H, device=device, dtype=dtype)
+    with torch.no_grad():
+        expected = [ref(x, (h0, c0))[0], *ref(x, (h0, c0))[1]]
+    full = _lstm_inference(ours, x, h0, c0, T, monkeypatch)
+    for ring in (2, 3, 6):
+        got = _lstm_inference(ours, x, h0, c0, ring, monkeypatch)
+        for a, b, c in zip(got, full, expected):
+            assert_close(a, c)
+            assert_close(a, b, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-13)
+
+
+# The CPU's loops over a ring: the fused region (input projection per step), the wide input
+# that projects a run at a time before a region per run (I = 1200), and the step-by-step loop.
+@pytest.mark.parametrize("I,loop,threads", [(6, "fused", 2), (6, "fused", 3), (1200, "fused", 2),
+                                             (1200, "steps", 1), (6, "steps", 1)])
+def test_cpu_lstm_inference_ring_loops(I, loop, threads, cpu_threads, monkeypatch):
+    cpu_threads(threads)
+    monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
+    monkeypatch.setenv("PYNN_RNN_LOOP", loop)
+    T, N, H, dtype = 9, 4, 67, torch.float64
+    ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, 1, bidirectional=True, dtype=dtype)
+    x = torch.randn(T, N, I, dtype=dtype)
+    h0, c0 = torch.randn(2, N, H, dtype=dtype), torch.randn(2, N, H, dtype=dtype)
+    with torch.no_grad():
+        out_r, (hn_r, cn_r) = ref(x, (h0, c0))
+    for ring in (2, 4):
+        out, hn, cn = _lstm_inference(ours, x, h0, c0, ring, monkeypatch)
+        assert_close(out, out_r)
+        assert_close(hn, hn_r)
+        assert_close(cn, cn_r)
+
+
+def test_lstm_inference_allocates_a_ring_and_training_every_step(monkeypatch):
+    """The workspace sizes themselves: a ring under no_grad, all T steps when a backward may
+    follow (the backward reads every step's gates and cells)."""
+    seen = []
+    launch = B.launch
+
+    def spy(name, ref, *args):
+        if name == "lstm_forward":
+            seen.append((args[11][1][0], args[12][1][0]))  # leading sizes of gates and cells
+        return launch(name, ref, *args)
+
+    monkeypatch.setattr(B, "launch", spy)
+    m = pynn.nn.LSTM(3, 4)
+    x = torch.randn(50, 2, 3)
+    with torch.no_grad():
+        m(x)
+    assert seen == [(R.INFERENCE_RING_STEPS, R.INFERENCE_RING_STEPS)]
+    seen.clear()
+    m(x)[0].sum().backward()
+    assert seen == [(50, 50)]
+    seen.clear()
+    with torch.no_grad():
+        m(x[:5])
+    assert seen == [(5, 5)]
+
+
 def test_kernel_rejects_inconsistent_views():
     """The C++ entry points check what they are given and raise naming the argument."""
     x = torch.randn(3, 2, 4)
@@ -402,6 +490,15 @@ def test_kernel_rejects_inconsistent_views():
     bad = list(args)
     bad[11] = B.view(torch.empty(3, 2, 19))
     _raises(ValueError, "lstm_forward: gates has shape", B.launch, "lstm_forward", x, *bad)
+    ring = list(args)  # a ring of 2 of the 3 steps' gates and cells: runs
+    ring_gates, ring_cs = torch.empty(2, 2, 20), torch.empty(2, 2, 5)  # alive while it runs
+    ring[11], ring[12] = B.view(ring_gates), B.view(ring_cs)
+    B.launch("lstm_forward", x, *ring)
+    bad[11], bad[12] = B.view(torch.empty(1, 2, 20)), B.view(torch.empty(1, 2, 5))
+    _raises(ValueError, "ring of 2 to 2 of them, got 1", B.launch, "lstm_forward", x, *bad)
+    bad = list(ring)
+    bad[12] = B.view(torch.empty(3, 2, 5))
+    _raises(ValueError, "cell_states has shape", B.launch, "lstm_forward", x, *bad)
     bad = list(args)
     bad[3] = B.view(torch.randn(20, 3))
     _raises(ValueError, "w_ih has shape", B.launch, "lstm_forward", x, *bad)

@@ -97,9 +97,14 @@ void check_lstm_forward(const TensorView& x, const TensorView& h0, const TensorV
   c(y, "output", {T, B, P});
   c(hn, "h_n", {B, P});
   c(cn, "c_n", {B, H});
-  c(gates, "gates", {T, B, 4 * H});
-  c(cs, "cell_states", {T, B, H});
-  if (w_hr.numel() > 0) c(hr, "hr", {T, B, H});
+  // The workspaces hold every step, or (a forward without backward) a ring of S of them.
+  check_dim(gates, 3, op, "gates");
+  const int64_t S = gates.size(0);
+  PYNN_CHECK(S == T || (S >= 2 && S < T), op, ": gates must hold all ", T,
+             " steps or a ring of 2 to ", T - 1, " of them, got ", S);
+  c(gates, "gates", {S, B, 4 * H});
+  c(cs, "cell_states", {S, B, H});
+  if (w_hr.numel() > 0) c(hr, "hr", {S, B, H});
 }
 
 void check_lstm_backward(const TensorView& x, const TensorView& h0, const TensorView& c0,
@@ -562,10 +567,6 @@ void lstm_forward_fused(Be& be, const LstmForwardSteps<T>& a) {
   const GemmPacking<T> gp;
   const int planned = recurrence_threads(2.0 * B * 4 * H * P + (proj ? 2.0 * B * P * H : 0.0));
   const bool fuse = fuse_input<T>(planned, 4 * H, I, P);
-  if (!fuse) {
-    const Weight<T> wih = a.w_ih.t();
-    gemm_steps(be, a.steps, B, 4 * H, I, a.X, wih.p, wih.rs, wih.cs, T(0), a.G);
-  }
   auto weights = [&](int nt, int k) {
     const auto [u0, u1] = unit_slice(H, nt, k);
     size_t n = 4 * round64(gp.b_size(P, u1 - u0), sizeof(T));
@@ -576,60 +577,76 @@ void lstm_forward_fused(Be& be, const LstmForwardSteps<T>& a) {
     }
     return n;
   };
-  run_region<T>(planned, gp.a_size(B, std::max({P, H, fuse ? I : int64_t(0)})), weights,
-                [&](int k, int nt, T* W, T* Ap, const Sync& sync) {
-    const auto [u0, u1] = unit_slice(H, nt, k);
-    const auto [p0, p1] = unit_slice(P, nt, k);
-    const int64_t nu = u1 - u0, np = p1 - p0;
-    // Gate q of unit u0 + j is column q * H + u0 + j of W^T, i.e. row q * H + u0 + j of W.
-    const size_t hsz = round64(gp.b_size(P, nu), sizeof(T));
-    const size_t isz = fuse ? round64(gp.b_size(I, nu), sizeof(T)) : 0;
-    T* Wi = W + 4 * hsz;
-    T* Wr = Wi + 4 * isz;
-    for (int q = 0; q < 4; ++q) {
-      gp.pack_b(P, nu, a.w_hh.p + (q * H + u0) * a.w_hh.rs, a.w_hh.cs, a.w_hh.rs, W + q * hsz);
-      if (fuse)
-        gp.pack_b(I, nu, a.w_ih.p + (q * H + u0) * a.w_ih.rs, a.w_ih.cs, a.w_ih.rs, Wi + q * isz);
-    }
-    if (proj) gp.pack_b(H, np, a.w_hr.p + p0 * a.w_hr.rs, a.w_hr.cs, a.w_hr.rs, Wr);
-    const T* bi = a.bi ? a.bi + u0 : nullptr;
-    const T* bh = a.bh ? a.bh + u0 : nullptr;
-    auto time_of = [&](int64_t s) { return a.reverse ? a.steps - 1 - s : s; };
-    auto input_projection = [&](int64_t t) {
-      if (!fuse || nu == 0) return;
-      const Mat<T> x = a.X.at(t), g = a.G.at(t);
-      gp.pack_a(B, I, x.p, x.rs, 1, Ap);
-      for (int q = 0; q < 4; ++q)
-        gp.multiply(B, nu, I, T(1), Ap, Wi + q * isz, T(0), g.p + q * H + u0, g.rs);
-    };
-    input_projection(time_of(0));
-    Mat<T> h_prev = a.h0, c_prev = a.c0;
-    for (int64_t s = 0; s < a.steps; ++s) {
-      const int64_t t = time_of(s);
-      const Mat<T> g = a.G.at(t), c = a.C.at(t), h = (proj ? a.HR : a.Y).at(t);
-      if (nu > 0) {
-        gp.pack_a(B, P, h_prev.p, h_prev.rs, 1, Ap);
+  // Steps [s0, s1) as one region, the recurrent weights packed once for them all.
+  auto region = [&](int64_t s0, int64_t s1) {
+    run_region<T>(planned, gp.a_size(B, std::max({P, H, fuse ? I : int64_t(0)})), weights,
+                  [&](int k, int nt, T* W, T* Ap, const Sync& sync) {
+      const auto [u0, u1] = unit_slice(H, nt, k);
+      const auto [p0, p1] = unit_slice(P, nt, k);
+      const int64_t nu = u1 - u0, np = p1 - p0;
+      // Gate q of unit u0 + j is column q * H + u0 + j of W^T, i.e. row q * H + u0 + j of W.
+      const size_t hsz = round64(gp.b_size(P, nu), sizeof(T));
+      const size_t isz = fuse ? round64(gp.b_size(I, nu), sizeof(T)) : 0;
+      T* Wi = W + 4 * hsz;
+      T* Wr = Wi + 4 * isz;
+      for (int q = 0; q < 4; ++q) {
+        gp.pack_b(P, nu, a.w_hh.p + (q * H + u0) * a.w_hh.rs, a.w_hh.cs, a.w_hh.rs, W + q * hsz);
+        if (fuse)
+          gp.pack_b(I, nu, a.w_ih.p + (q * H + u0) * a.w_ih.rs, a.w_ih.cs, a.w_ih.rs, Wi + q * isz);
+      }
+      if (proj) gp.pack_b(H, np, a.w_hr.p + p0 * a.w_hr.rs, a.w_hr.cs, a.w_hr.rs, Wr);
+      const T* bi = a.bi ? a.bi + u0 : nullptr;
+      const T* bh = a.bh ? a.bh + u0 : nullptr;
+      auto time_of = [&](int64_t s) { return a.reverse ? a.steps - 1 - s : s; };
+      auto input_projection = [&](int64_t t) {
+        if (!fuse || nu == 0) return;
+        const Mat<T> x = a.X.at(t), g = a.G.at(t);
+        gp.pack_a(B, I, x.p, x.rs, 1, Ap);
         for (int q = 0; q < 4; ++q)
-          gp.multiply(B, nu, P, T(1), Ap, W + q * hsz, T(1), g.p + q * H + u0, g.rs);
-        for (int64_t b = 0; b < B; ++b)
-          lstm_row_forward(nu, H, g.row(b) + u0, bi, bh, c_prev.row(b) + u0, c.row(b) + u0,
-                           h.row(b) + u0);
-      }
-      if (proj) {
-        sync();  // the projection reads all of hr_t
-        if (np > 0) {
-          gp.pack_a(B, H, h.p, h.rs, 1, Ap);
-          gp.multiply(B, np, H, T(1), Ap, Wr, T(0), a.Y.at(t).p + p0, a.Y.bs);
+          gp.multiply(B, nu, I, T(1), Ap, Wi + q * isz, T(0), g.p + q * H + u0, g.rs);
+      };
+      input_projection(time_of(s0));
+      Mat<T> h_prev = s0 == 0 ? a.h0 : a.Y.at(time_of(s0 - 1));
+      Mat<T> c_prev = s0 == 0 ? a.c0 : a.C.at(time_of(s0 - 1));
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t t = time_of(s);
+        const Mat<T> g = a.G.at(t), c = a.C.at(t), h = (proj ? a.HR : a.Y).at(t);
+        if (nu > 0) {
+          gp.pack_a(B, P, h_prev.p, h_prev.rs, 1, Ap);
+          for (int q = 0; q < 4; ++q)
+            gp.multiply(B, nu, P, T(1), Ap, W + q * hsz, T(1), g.p + q * H + u0, g.rs);
+          for (int64_t b = 0; b < B; ++b)
+            lstm_row_forward(nu, H, g.row(b) + u0, bi, bh, c_prev.row(b) + u0, c.row(b) + u0,
+                             h.row(b) + u0);
         }
+        if (proj) {
+          sync();  // the projection reads all of hr_t
+          if (np > 0) {
+            gp.pack_a(B, H, h.p, h.rs, 1, Ap);
+            gp.multiply(B, np, H, T(1), Ap, Wr, T(0), a.Y.at(t).p + p0, a.Y.bs);
+          }
+        }
+        // The next step reads all of h_t; its input projection does not, so it fills the wait.
+        const unsigned phase = sync.arrive();
+        if (s + 1 < s1) input_projection(time_of(s + 1));
+        sync.wait(phase);
+        h_prev = a.Y.at(t);
+        c_prev = c;
       }
-      // The next step reads all of h_t; its input projection does not, so it fills the wait.
-      const unsigned phase = sync.arrive();
-      if (s + 1 < a.steps) input_projection(time_of(s + 1));
-      sync.wait(phase);
-      h_prev = a.Y.at(t);
-      c_prev = c;
-    }
-  });
+    });
+  };
+  if (fuse) {
+    region(0, a.steps);
+    return;
+  }
+  // The input projections as GEMMs over all steps before the loop, or over a ring's worth of
+  // steps before each run of them.
+  for (int64_t s = 0; s < a.steps;) {
+    const StepRun run = step_run(s, a.steps, a.G.slots, a.reverse);
+    lstm_input_projection(be, a, run);
+    region(run.s0, run.s1);
+    s = run.s1;
+  }
 }
 
 template <class T>

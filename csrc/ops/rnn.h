@@ -13,6 +13,9 @@
 //   gates [T, B, 4H]  activated gates i, f, g, o of every step
 //   cs    [T, B, H]   cell state of every step
 //   hr    [T, B, H]   o * tanh(c) before the projection (only with a projection)
+// A forward that no backward will follow may pass all three with S steps instead of T, 2 <= S
+// < T: a ring in which step t lives in slot t % S, so an inference pass over a long sequence
+// needs S steps of workspace rather than T.
 // and for the backward only: dgates [T, B, G*H] (gradient of the pre-activations), with a
 // projection dy [T, B, P] and dhr [B, H].
 // kind (RNN): the nonlinearity code of csrc/math/activation.h, Tanh = 1, ReLU = 2.

@@ -18,10 +18,12 @@
 //       PYNN_RNN_LOOP=steps (the tests run both).
 //
 // Structure (why it is fast): the input projection of every step is one GEMM before the loop
-// (on the CPU, for layers whose weights fit a core's cache, part of each step instead);
+// (on the CPU, for layers whose weights fit a core's cache, part of each step instead; with a
+// ring workspace, one GEMM per ring's worth of steps);
 // the loop does one recurrent GEMM and one fused pointwise pass per step; the backward keeps
 // only the recurrent GEMM inside the loop and forms grad_x and all weight gradients with GEMMs
 // over every step at once afterwards.
+#include <algorithm>
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -37,13 +39,18 @@ struct Mat {
   T* row(int64_t r) const { return p + r * rs; }
 };
 
-// A [steps, batch, width] sequence with unit column stride.
+// A [steps, batch, width] sequence with unit column stride. A workspace that holds fewer steps
+// than the loop runs (slots > 0: an inference forward, where no backward reads the gates and
+// cells of every step) is a ring: step t lives in slot t % slots.
 template <class T>
 struct Seq {
   T* p = nullptr;
   int64_t ts = 0, bs = 0;
-  Mat<T> at(int64_t t) const { return {p ? p + t * ts : nullptr, bs}; }
-  Seq from(int64_t t) const { return {p ? p + t * ts : nullptr, ts, bs}; }
+  int64_t slots = 0;  // 0: one slot per step
+  Mat<T> at(int64_t t) const { return {p ? p + slot(t) * ts : nullptr, bs}; }
+  // Steps t, t + 1, ... as a plain sequence; on a ring, as many as are left before it wraps.
+  Seq from(int64_t t) const { return {p ? p + slot(t) * ts : nullptr, ts, bs}; }
+  int64_t slot(int64_t t) const { return slots > 0 ? t % slots : t; }
 };
 
 template <class T>
@@ -56,6 +63,27 @@ template <class T>
 Seq<T> seq(const TensorView& v) {
   if (v.numel() == 0) return {};
   return {v.ptr<T>(), v.stride(0), v.stride(1)};
+}
+
+// A workspace of a loop over `steps` steps: a ring when it holds fewer.
+template <class T>
+Seq<T> workspace(const TensorView& v, int64_t steps) {
+  Seq<T> s = seq<T>(v);
+  if (v.numel() > 0 && v.size(0) < steps) s.slots = v.size(0);
+  return s;
+}
+
+// The loop's steps in runs whose workspace slots are contiguous, so that the input projection
+// of a run is one GEMM: steps [s0, s1) cover the times [t0, t0 + s1 - s0) (in reverse order
+// for the reverse direction), and t0 is a multiple of the ring's size. One run without a ring.
+struct StepRun {
+  int64_t s0, s1, t0;
+};
+inline StepRun step_run(int64_t s0, int64_t steps, int64_t slots, bool reverse) {
+  if (slots <= 0) return {s0, steps, 0};
+  const int64_t t = reverse ? steps - 1 - s0 : s0;
+  const int64_t first = t / slots * slots, last = std::min(steps, first + slots);
+  return reverse ? StepRun{s0, steps - first, first} : StepRun{s0, last, first};
 }
 
 template <class T>
@@ -168,15 +196,26 @@ struct RnnBackwardSteps {
   bool reverse;
 };
 
+// The input projection of a run of steps, one GEMM; W_ih^T is W_ih read with swapped strides.
+template <class T, class Be>
+void lstm_input_projection(Be& be, const LstmForwardSteps<T>& a, const StepRun& r) {
+  const Weight<T> wih = a.w_ih.t();
+  gemm_steps(be, r.s1 - r.s0, a.batch, 4 * a.H, a.I, a.X.from(r.t0), wih.p, wih.rs, wih.cs, T(0),
+             a.G.from(r.t0));
+}
+
 template <class T, class Be>
 void lstm_forward_steps(Be& be, const LstmForwardSteps<T>& a) {
   const bool proj = a.w_hr.p != nullptr;
-  // Input projection of every step at once; W_ih^T is W_ih read with swapped strides.
-  const Weight<T> wih = a.w_ih.t();
-  gemm_steps(be, a.steps, a.batch, 4 * a.H, a.I, a.X, wih.p, wih.rs, wih.cs, T(0), a.G);
   Mat<T> h_prev = a.h0, c_prev = a.c0;
+  StepRun run{0, 0, 0};
   for (int64_t s = 0; s < a.steps; ++s) {
     const int64_t t = a.reverse ? a.steps - 1 - s : s;
+    // Input projections a run at a time: all steps at once, or a ring's worth.
+    if (s == run.s1) {
+      run = step_run(s, a.steps, a.G.slots, a.reverse);
+      lstm_input_projection(be, a, run);
+    }
     const Weight<T> whh = a.w_hh.t();
     be.gemm(a.batch, 4 * a.H, a.P, h_prev.p, h_prev.rs, 1, whh.p, whh.rs, whh.cs, T(1),
             a.G.at(t).p, a.G.bs);
@@ -281,7 +320,9 @@ void lstm_forward_loop(Be& be, const TensorView& x, const TensorView& h0, const 
   const int64_t steps = x.size(0), batch = x.size(1), I = x.size(2);
   const int64_t H = cs.size(2), P = y.size(2);
   const bool proj = w_hr.numel() > 0;
-  const Seq<T> X = seq<T>(x), Y = seq<T>(y), Gt = seq<T>(gates), C = seq<T>(cs), HR = seq<T>(hr);
+  const Seq<T> X = seq<T>(x), Y = seq<T>(y);
+  const Seq<T> Gt = workspace<T>(gates, steps), C = workspace<T>(cs, steps);
+  const Seq<T> HR = workspace<T>(hr, steps);
   const T* bi = ptr_or_null<T>(b_ih);
   const T* bh = ptr_or_null<T>(b_hh);
   be.lstm_forward_recurrence(LstmForwardSteps<T>{

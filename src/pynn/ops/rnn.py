@@ -20,6 +20,11 @@ from .. import _backend as B
 TANH, RELU = 1, 2
 NONLINEARITIES = {"tanh": TANH, "relu": RELU}
 
+# Steps of gate / cell workspace an LSTM forward without autograd keeps (a ring; see
+# csrc/ops/rnn.h). Enough steps that an input projection computed a ring at a time is still a
+# tall GEMM, few enough that a long sequence needs no [T, B, 5H] buffers.
+INFERENCE_RING_STEPS = 32
+
 
 def _absent(ref: torch.Tensor) -> tuple:
     """The view of an absent optional tensor (no bias, no projection, a zero gradient)."""
@@ -198,6 +203,9 @@ class RecurrentFunction(torch.autograd.Function):
         H = cfg.hidden_size
         P = cfg.proj_size or H
         absent = _absent(input)
+        # With no backward to come, a step's gates and cells are dead once the next step has
+        # read them: the kernels take a ring of a few steps instead of [T, ...] workspaces.
+        slots = T if any(ctx.needs_input_grad) else min(T, INFERENCE_RING_STEPS)
         h_n = input.new_empty(cfg.num_layers * D, batch, P)
         c_n = input.new_empty(cfg.num_layers * D, batch, H) if lstm else input.new_empty(0)
         layers = []
@@ -210,9 +218,9 @@ class RecurrentFunction(torch.autograd.Function):
                 w_ih, w_hh, b_ih, b_hh, w_hr = _layer_weights(cfg, weights, layer, d)
                 y = out[:, :, d * P:(d + 1) * P]
                 if lstm:
-                    gates = input.new_empty(T, batch, 4 * H)
-                    cs = input.new_empty(T, batch, H)
-                    hr = input.new_empty(T, batch, H) if w_hr is not None else None
+                    gates = input.new_empty(slots, batch, 4 * H)
+                    cs = input.new_empty(slots, batch, H)
+                    hr = input.new_empty(slots, batch, H) if w_hr is not None else None
                     B.launch("lstm_forward", input, B.view(layer_in), B.view(h0[k]),
                              B.view(c0[k]), B.view(w_ih), B.view(w_hh), _opt(b_ih, input),
                              _opt(b_hh, input), _opt(w_hr, input), B.view(y), B.view(h_n[k]),
