@@ -2,6 +2,9 @@
 gradients of the input, the initial states and every weight; gradcheck; bad input."""
 import itertools
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -755,6 +758,37 @@ def test_cpu_loop_thread_counts_agree(cpu_threads, monkeypatch):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+_SMALL_TEAM = """
+import os, sys, torch, pynn
+torch.manual_seed(0)
+torch.set_num_threads(4)
+m = pynn.nn.LSTM(5, 67, bidirectional=True, proj_size=9, dtype=torch.float64)
+x = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+out = []
+for threads in ("4", "1"):
+    os.environ["PYNN_RNN_THREADS"] = threads
+    x.grad = None
+    y = m(x)[0]
+    y.backward(torch.ones_like(y))
+    out.append((y.detach(), x.grad.clone()))
+assert all(torch.equal(a, b) for a, b in zip(*out)), "4-thread plan on a 3-thread team differs"
+print("same")
+"""
+
+
+def test_cpu_loop_runs_on_a_team_smaller_than_planned():
+    """OpenMP may grant a region fewer threads than asked (here OMP_THREAD_LIMIT=3 under a plan
+    for 4): the step barrier and the weight scratch follow the team actually granted. Sized by
+    the plan, the barrier waited forever for a fourth thread; the timeout turns a hang into a
+    failure."""
+    env = dict(os.environ, OMP_THREAD_LIMIT="3",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(pynn.__path__[0]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _SMALL_TEAM], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "same", proc.stderr[-2000:]
 
 
 def test_cpu_loop_env_rejects_bad_values(monkeypatch):

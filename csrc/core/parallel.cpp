@@ -241,7 +241,7 @@ void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
 
 unsigned SpinBarrier::arrive() {
   const unsigned phase = phase_.load(std::memory_order_relaxed);
-  if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+  if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_.load(std::memory_order_relaxed)) {
     count_.store(0, std::memory_order_relaxed);
     phase_.store(phase + 1, std::memory_order_release);
   }

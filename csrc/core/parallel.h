@@ -46,15 +46,19 @@ void parallel_region(int nthreads, const std::function<void(int, int)>& f);
 // the OS has descheduled on a busy machine is not starved by the spinning of the others.
 // arrive() and wait(phase) split the barrier so that a thread can do work that the others do
 // not need in between (the next step's input projection) instead of idling.
+// The region's team may be smaller than asked for (OMP_THREAD_LIMIT, OMP_DYNAMIC), so the
+// barrier is sized by the team: every thread calls join(nthreads) with the size its f was given
+// before it first arrives. They all store the same value, so each thread's own store is the one
+// its arrivals read, whatever the order in which the others join.
 class SpinBarrier {
  public:
-  explicit SpinBarrier(int n) : n_(n) {}
+  void join(int n) { n_.store(n, std::memory_order_relaxed); }
   unsigned arrive();
   void wait(unsigned phase);
   void wait() { wait(arrive()); }
 
  private:
-  const int n_;
+  std::atomic<int> n_{1};
   std::atomic<int> count_{0};
   std::atomic<unsigned> phase_{0};
 };

@@ -423,18 +423,22 @@ struct Scratch {
 size_t round64(size_t elems, size_t size) { return (elems * size + 63) / 64 * 64 / size; }
 
 // Lays out the scratch of a region whose thread k of nt needs weights(nt, k) elements of packed
-// weights and a_elems of A panels, for nt = planned or 1 (what parallel_region may grant).
+// weights and a_elems of A panels, for any team size nt <= planned that parallel_region may
+// grant (fewer threads may need more weight scratch: their slices can end in more partial
+// panels).
 template <class T, class WeightsFn>
 struct RegionScratch {
   const WeightsFn& weights;
-  size_t a_elems, capacity;
+  size_t a_elems, capacity = 0;
   T* base;
 
   RegionScratch(int planned, size_t a, const WeightsFn& w) : weights(w) {
     a_elems = round64(a, sizeof(T));
-    size_t total = 0;
-    for (int k = 0; k < planned; ++k) total += round64(weights(planned, k), sizeof(T));
-    capacity = std::max(total, round64(weights(1, 0), sizeof(T)));
+    for (int nt = 1; nt <= planned; ++nt) {
+      size_t total = 0;
+      for (int k = 0; k < nt; ++k) total += round64(weights(nt, k), sizeof(T));
+      capacity = std::max(capacity, total);
+    }
     thread_local Scratch scratch;
     base = scratch.get<T>(capacity + static_cast<size_t>(planned) * a_elems);
   }
@@ -460,8 +464,9 @@ struct Sync {
 template <class T, class WeightsFn, class Body>
 void run_region(int planned, size_t a_elems, const WeightsFn& weights, const Body& body) {
   RegionScratch<T, WeightsFn> scratch(planned, a_elems, weights);
-  SpinBarrier barrier(planned);
+  SpinBarrier barrier;
   parallel_region(planned, [&](int k, int nt) {
+    barrier.join(nt);
     body(k, nt, scratch.packed_weights(nt, k), scratch.a_panels(k), Sync{barrier, nt});
   });
 }
