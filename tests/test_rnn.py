@@ -423,7 +423,8 @@ def test_lstm_inference_ring_matches_full_workspaces(I, H, proj, layers, bidir, 
     h0 = torch.randn(layers * D, N, P, device=device, dtype=dtype)
     c0 = torch.randn(layers * D, N, H, device=device, dtype=dtype)
     with torch.no_grad():
-        expected = [ref(x, (h0, c0))[0], *ref(x, (h0, c0))[1]]
+        out_r, (hn_r, cn_r) = ref(x, (h0, c0))
+    expected = [out_r, hn_r, cn_r]
     full = _lstm_inference(ours, x, h0, c0, T, monkeypatch)
     for ring in (2, 3, 6):
         got = _lstm_inference(ours, x, h0, c0, ring, monkeypatch)
