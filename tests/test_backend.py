@@ -70,3 +70,79 @@ def test_no_autograd_node_is_built_when_no_gradient_can_flow(device, monkeypatch
         op(x)
         with torch.no_grad():
             op(x.clone().requires_grad_())
+
+
+# ---- scratch: transient CPU workspaces from a per-thread buffer ----
+
+def _span(t):
+    return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+
+
+def test_scratch_hands_out_disjoint_aligned_tensors_from_one_reused_buffer():
+    ref = torch.empty(0, dtype=torch.float64)
+    with B.scratch(ref, (3, 5), None, (7,), (0, 4)) as (a, none, b, empty):
+        assert none is None
+        assert a.shape == (3, 5) and b.shape == (7,) and empty.shape == (0, 4)
+        assert a.dtype == b.dtype == torch.float64 and a.is_contiguous() and b.is_contiguous()
+        assert a.data_ptr() % 64 == 0 and b.data_ptr() % 64 == 0
+        (a0, a1), (b0, b1) = _span(a), _span(b)
+        assert a1 <= b0 or b1 <= a0
+        a.fill_(1.0)
+        b.fill_(2.0)  # writing one leaves the other intact
+        assert torch.equal(a, torch.ones(3, 5, dtype=torch.float64))
+        first = a.data_ptr()
+        buf = B._scratch.buffer
+        assert _span(buf)[0] <= a0 and a1 <= _span(buf)[1]
+    with B.scratch(ref, (3, 5)) as (again,):
+        assert again.data_ptr() == first  # the next call reuses the memory
+
+
+def test_scratch_nested_use_gets_fresh_memory_and_an_error_releases_it():
+    ref = torch.empty(0)
+    with B.scratch(ref, (16,)) as (outer,):
+        with B.scratch(ref, (16,)) as (inner,):
+            assert not (_span(inner)[0] < _span(outer)[1] and _span(outer)[0] < _span(inner)[1])
+    with pytest.raises(RuntimeError, match="boom"):
+        with B.scratch(ref, (4,)):
+            raise RuntimeError("boom")
+    with B.scratch(ref, (16,)) as (after,):
+        assert after.data_ptr() == outer.data_ptr()  # not left marked busy by the error
+
+
+def test_scratch_past_the_cap_is_an_ordinary_allocation(monkeypatch):
+    monkeypatch.setattr(B, "SCRATCH_KEEP_BYTES", 1024)
+    ref = torch.empty(0)
+    kept = B._scratch.buffer
+    with B.scratch(ref, (1024,)) as (big,):
+        assert big.shape == (1024,)
+    assert B._scratch.buffer is kept  # neither grown nor replaced
+    if kept is not None:
+        assert not (_span(kept)[0] <= big.data_ptr() < _span(kept)[1])
+
+
+def test_scratch_is_per_thread(monkeypatch):
+    import threading
+    monkeypatch.setattr(B._scratch, "buffer", None)  # this thread's
+    ref = torch.empty(0)
+    seen = {}
+
+    def take():
+        with B.scratch(ref, (64,)) as (t,):
+            buf = B._scratch.buffer
+            seen["own"] = buf is not None and _span(buf)[0] <= t.data_ptr() < _span(buf)[1]
+
+    worker = threading.Thread(target=take)
+    worker.start()
+    worker.join()
+    assert seen == {"own": True}  # the worker used a buffer of its own ...
+    assert B._scratch.buffer is None  # ... and this thread's is untouched
+
+
+def test_scratch_memory_by_device(device):
+    """CPU scratch comes from the thread's buffer; CUDA's from torch's caching allocator."""
+    ref = torch.empty(0, device=device)
+    with B.scratch(ref, (2, 3)) as (t,):
+        assert t.device == ref.device and t.shape == (2, 3)
+        buf = B._scratch.buffer
+        in_buffer = buf is not None and _span(buf)[0] <= t.data_ptr() < _span(buf)[1]
+        assert in_buffer == (device == "cpu")

@@ -454,30 +454,43 @@ def test_cpu_lstm_inference_ring_loops(I, loop, threads, cpu_threads, monkeypatc
         assert_close(cn, cn_r)
 
 
+def _in_scratch(view) -> bool:
+    """Whether a view's data lies in the calling thread's scratch buffer (_backend.scratch)."""
+    buf = B._scratch.buffer
+    return buf is not None and buf.data_ptr() <= view[0] < buf.data_ptr() + buf.numel()
+
+
 def test_lstm_inference_allocates_a_ring_and_training_every_step(monkeypatch):
     """The workspace sizes themselves: a ring under no_grad, all T steps when a backward may
-    follow (the backward reads every step's gates and cells)."""
+    follow (the backward reads every step's gates and cells). Without a backward the ring is
+    the thread's reused scratch; with one, the forward's workspaces are fresh (autograd keeps
+    them) and the backward's gate gradients are scratch."""
     seen = []
     launch = B.launch
 
     def spy(name, ref, *args):
-        if name == "lstm_forward":
-            seen.append((args[11][1][0], args[12][1][0]))  # leading sizes of gates and cells
+        if name == "lstm_forward":  # leading sizes of gates and cells, where the gates live
+            seen.append((args[11][1][0], args[12][1][0], _in_scratch(args[11]), args[11][0]))
+        if name == "lstm_backward":
+            seen.append(("dgates", args[13][1][0], _in_scratch(args[13])))
         return launch(name, ref, *args)
 
     monkeypatch.setattr(B, "launch", spy)
     m = pynn.nn.LSTM(3, 4)
     x = torch.randn(50, 2, 3)
+    ring = R.INFERENCE_RING_STEPS
     with torch.no_grad():
         m(x)
-    assert seen == [(R.INFERENCE_RING_STEPS, R.INFERENCE_RING_STEPS)]
+        m(x)
+    assert [s[:3] for s in seen] == [(ring, ring, True)] * 2
+    assert seen[0][3] == seen[1][3]  # the same memory, call after call
     seen.clear()
     m(x)[0].sum().backward()
-    assert seen == [(50, 50)]
+    assert [s[:3] for s in seen] == [(50, 50, False), ("dgates", 50, True)]
     seen.clear()
     with torch.no_grad():
         m(x[:5])
-    assert seen == [(5, 5)]
+    assert [s[:3] for s in seen] == [(5, 5, True)]
 
 
 def test_kernel_rejects_inconsistent_views():

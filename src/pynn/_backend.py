@@ -6,6 +6,10 @@ and torch's caching allocator stays in charge. CUDA kernels run on torch's curre
 """
 from __future__ import annotations
 
+import contextlib
+import math
+import threading
+
 import torch
 
 try:
@@ -142,6 +146,61 @@ def launch(name: str, ref: torch.Tensor, *args):
         return fn(*args, torch.cuda.current_stream(ref.device).cuda_stream)
     _sync_threads()
     return fn(*args)
+
+
+# ---- transient CPU workspaces ----
+
+# Bytes of CPU scratch a thread keeps between calls (see scratch); larger requests are allocated
+# and freed per call as before.
+SCRATCH_KEEP_BYTES = 64 << 20
+_SCRATCH_ALIGN = 64
+
+
+class _Scratch(threading.local):
+    def __init__(self):
+        self.buffer: torch.Tensor | None = None  # uint8, SCRATCH_KEEP_BYTES at most
+        self.busy = False
+
+
+_scratch = _Scratch()
+
+
+@contextlib.contextmanager
+def scratch(ref: torch.Tensor, *shapes):
+    """Workspaces of ref's dtype and device, one per shape (None gives None), valid only inside
+    the with block: nothing may read or return them after it.
+
+    On the CPU they are slices of a grow-only buffer the calling thread keeps (up to
+    SCRATCH_KEEP_BYTES). torch has no caching allocator there, so a fresh multi-MB workspace per
+    call comes from glibc, which returns the top of its heap to the kernel when such a block is
+    freed and faults every page back in on the next call: an LSTM inference loop measured about
+    3,300 page faults per call that way (T100 x B32 x H256), torch's own none. CUDA tensors, a
+    nested use on the same thread and requests past the cap get ordinary torch allocations."""
+    sizes = [0 if s is None else math.prod(s) * ref.element_size() for s in shapes]
+    offsets, total = [], 0
+    for n in sizes:
+        offsets.append(total)
+        total += -(-n // _SCRATCH_ALIGN) * _SCRATCH_ALIGN
+    state = _scratch
+    if not ref.is_cpu or state.busy or total > SCRATCH_KEEP_BYTES:
+        yield [None if s is None else ref.new_empty(s) for s in shapes]
+        return
+    buf = state.buffer
+    if buf is None or buf.numel() < total + _SCRATCH_ALIGN:
+        state.buffer = None  # the old buffer goes before the new one comes
+        buf = state.buffer = torch.empty(total + _SCRATCH_ALIGN, dtype=torch.uint8)
+    base = -buf.data_ptr() % _SCRATCH_ALIGN
+    out = []
+    for s, n, off in zip(shapes, sizes, offsets):
+        if s is None:
+            out.append(None)
+        else:
+            out.append(buf[base + off:base + off + n].view(ref.dtype).view(s))
+    state.busy = True
+    try:
+        yield out
+    finally:
+        state.busy = False
 
 
 # ---- argument checks with torch-like messages that name the argument ----

@@ -9,6 +9,7 @@ checked; they are the functional form of those layers (torch keeps the equivalen
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple, Sequence
 
 import torch
@@ -34,6 +35,14 @@ def _absent(ref: torch.Tensor) -> tuple:
 
 def _opt(t, ref):
     return B.view(t) if t is not None else _absent(ref)
+
+
+def _workspaces(ref: torch.Tensor, keep: bool, shapes):
+    """Tensors of the given shapes (None for None): fresh when a backward will read them (keep),
+    else scratch valid inside the with block only (_backend.scratch)."""
+    if keep:
+        return contextlib.nullcontext([None if s is None else ref.new_empty(s) for s in shapes])
+    return B.scratch(ref, *shapes)
 
 
 def _step(t: torch.Tensor) -> tuple:
@@ -204,8 +213,10 @@ class RecurrentFunction(torch.autograd.Function):
         P = cfg.proj_size or H
         absent = _absent(input)
         # With no backward to come, a step's gates and cells are dead once the next step has
-        # read them: the kernels take a ring of a few steps instead of [T, ...] workspaces.
-        slots = T if any(ctx.needs_input_grad) else min(T, INFERENCE_RING_STEPS)
+        # read them: the kernels take a ring of a few steps instead of [T, ...] workspaces,
+        # and the rings are scratch that outlives no call.
+        keep = any(ctx.needs_input_grad)
+        slots = T if keep else min(T, INFERENCE_RING_STEPS)
         h_n = input.new_empty(cfg.num_layers * D, batch, P)
         c_n = input.new_empty(cfg.num_layers * D, batch, H) if lstm else input.new_empty(0)
         layers = []
@@ -218,14 +229,15 @@ class RecurrentFunction(torch.autograd.Function):
                 w_ih, w_hh, b_ih, b_hh, w_hr = _layer_weights(cfg, weights, layer, d)
                 y = out[:, :, d * P:(d + 1) * P]
                 if lstm:
-                    gates = input.new_empty(slots, batch, 4 * H)
-                    cs = input.new_empty(slots, batch, H)
-                    hr = input.new_empty(slots, batch, H) if w_hr is not None else None
-                    B.launch("lstm_forward", input, B.view(layer_in), B.view(h0[k]),
-                             B.view(c0[k]), B.view(w_ih), B.view(w_hh), _opt(b_ih, input),
-                             _opt(b_hh, input), _opt(w_hr, input), B.view(y), B.view(h_n[k]),
-                             B.view(c_n[k]), B.view(gates), B.view(cs), _opt(hr, input), d == 1)
-                    work.append((gates, cs, hr))
+                    shapes = ((slots, batch, 4 * H), (slots, batch, H),
+                              (slots, batch, H) if w_hr is not None else None)
+                    with _workspaces(input, keep, shapes) as (gates, cs, hr):
+                        B.launch("lstm_forward", input, B.view(layer_in), B.view(h0[k]),
+                                 B.view(c0[k]), B.view(w_ih), B.view(w_hh), _opt(b_ih, input),
+                                 _opt(b_hh, input), _opt(w_hr, input), B.view(y),
+                                 B.view(h_n[k]), B.view(c_n[k]), B.view(gates), B.view(cs),
+                                 _opt(hr, input), d == 1)
+                    work.append((gates, cs, hr) if keep else None)
                 else:
                     B.launch("rnn_forward", input, B.view(layer_in), B.view(h0[k]),
                              B.view(w_ih), B.view(w_hh), _opt(b_ih, input), _opt(b_hh, input),
@@ -269,55 +281,58 @@ class RecurrentFunction(torch.autograd.Function):
         grad_cn = _dense(grad_cn) if lstm else None
         grad_h0 = torch.empty_like(h0)
         grad_c0 = torch.empty_like(c0) if lstm else None
-        dgates = input.new_empty(T, batch, (4 if lstm else 1) * H)
         proj = lstm and cfg.proj_size > 0
-        dy = input.new_empty(T, batch, P) if proj else None
-        dhr = input.new_empty(batch, H) if proj else None
         grad_w = [torch.empty_like(w, memory_format=torch.contiguous_format) for w in weights]
-        per = 2 + 2 * cfg.bias + (cfg.proj_size > 0)
-        grad_input = None
-        g = grad_out
-        for layer in reversed(range(cfg.num_layers)):
-            layer_in, out, work, mask = ctx.layers[layer]
-            layer_in = input if layer == 0 else layer_in
-            out = final if layer == cfg.num_layers - 1 else out
-            want_gx = layer > 0 or ctx.needs_input_grad[0]
-            gx = torch.empty_like(layer_in, memory_format=torch.contiguous_format) if want_gx else None
-            for d in range(D):
-                k = layer * D + d
-                w_ih, w_hh, _, _, w_hr = _layer_weights(cfg, weights, layer, d)
-                gws = grad_w[k * per:(k + 1) * per]
-                gb_ih, gb_hh = (gws[2], gws[3]) if cfg.bias else (None, None)
-                gy = _opt(g[:, :, d * P:(d + 1) * P] if g is not None else None, input)
-                ghn = _opt(grad_hn[k] if grad_hn is not None else None, input)
-                gx_view = B.view(gx) if gx is not None else absent
-                if lstm:
-                    gates, cs, hr = work[d]
-                    gcn = _opt(grad_cn[k] if grad_cn is not None else None, input)
-                    B.launch("lstm_backward", input, B.view(layer_in), B.view(h0[k]),
-                             B.view(c0[k]), B.view(w_ih), B.view(w_hh), _opt(w_hr, input),
-                             B.view(out[:, :, d * P:(d + 1) * P]), B.view(gates), B.view(cs),
-                             _opt(hr, input), gy, ghn, gcn, B.view(dgates), _opt(dy, input),
-                             _opt(dhr, input), gx_view, B.view(grad_h0[k]), B.view(grad_c0[k]),
-                             B.view(gws[0]), B.view(gws[1]), _opt(gb_ih, input),
-                             _opt(gb_hh, input), _opt(gws[-1] if proj else None, input),
-                             d == 1, d == 1)
+        # The gate gradients (and dy, dhr with a projection) are dead once the layer is done.
+        with B.scratch(input, (T, batch, (4 if lstm else 1) * H),
+                       (T, batch, P) if proj else None,
+                       (batch, H) if proj else None) as (dgates, dy, dhr):
+            per = 2 + 2 * cfg.bias + (cfg.proj_size > 0)
+            grad_input = None
+            g = grad_out
+            for layer in reversed(range(cfg.num_layers)):
+                layer_in, out, work, mask = ctx.layers[layer]
+                layer_in = input if layer == 0 else layer_in
+                out = final if layer == cfg.num_layers - 1 else out
+                want_gx = layer > 0 or ctx.needs_input_grad[0]
+                gx = (torch.empty_like(layer_in, memory_format=torch.contiguous_format)
+                      if want_gx else None)
+                for d in range(D):
+                    k = layer * D + d
+                    w_ih, w_hh, _, _, w_hr = _layer_weights(cfg, weights, layer, d)
+                    gws = grad_w[k * per:(k + 1) * per]
+                    gb_ih, gb_hh = (gws[2], gws[3]) if cfg.bias else (None, None)
+                    gy = _opt(g[:, :, d * P:(d + 1) * P] if g is not None else None, input)
+                    ghn = _opt(grad_hn[k] if grad_hn is not None else None, input)
+                    gx_view = B.view(gx) if gx is not None else absent
+                    if lstm:
+                        gates, cs, hr = work[d]
+                        gcn = _opt(grad_cn[k] if grad_cn is not None else None, input)
+                        B.launch("lstm_backward", input, B.view(layer_in), B.view(h0[k]),
+                                 B.view(c0[k]), B.view(w_ih), B.view(w_hh), _opt(w_hr, input),
+                                 B.view(out[:, :, d * P:(d + 1) * P]), B.view(gates),
+                                 B.view(cs), _opt(hr, input), gy, ghn, gcn, B.view(dgates),
+                                 _opt(dy, input), _opt(dhr, input), gx_view,
+                                 B.view(grad_h0[k]), B.view(grad_c0[k]), B.view(gws[0]),
+                                 B.view(gws[1]), _opt(gb_ih, input), _opt(gb_hh, input),
+                                 _opt(gws[-1] if proj else None, input), d == 1, d == 1)
+                    else:
+                        B.launch("rnn_backward", input, B.view(layer_in), B.view(h0[k]),
+                                 B.view(w_ih), B.view(w_hh),
+                                 B.view(out[:, :, d * P:(d + 1) * P]),
+                                 gy, ghn, B.view(dgates), gx_view, B.view(grad_h0[k]),
+                                 B.view(gws[0]), B.view(gws[1]), _opt(gb_ih, input),
+                                 _opt(gb_hh, input), kind, d == 1, d == 1)
+                if layer > 0:
+                    _, _, _, below_mask = ctx.layers[layer - 1]
+                    if below_mask is not None:
+                        g = torch.empty_like(gx)
+                        B.launch("rnn_dropout", gx, B.view(gx), B.view(below_mask), B.view(g),
+                                 _dropout_scale(cfg.dropout))
+                    else:
+                        g = gx
                 else:
-                    B.launch("rnn_backward", input, B.view(layer_in), B.view(h0[k]),
-                             B.view(w_ih), B.view(w_hh), B.view(out[:, :, d * P:(d + 1) * P]),
-                             gy, ghn, B.view(dgates), gx_view, B.view(grad_h0[k]),
-                             B.view(gws[0]), B.view(gws[1]), _opt(gb_ih, input),
-                             _opt(gb_hh, input), kind, d == 1, d == 1)
-            if layer > 0:
-                _, _, _, below_mask = ctx.layers[layer - 1]
-                if below_mask is not None:
-                    g = torch.empty_like(gx)
-                    B.launch("rnn_dropout", gx, B.view(gx), B.view(below_mask), B.view(g),
-                             _dropout_scale(cfg.dropout))
-                else:
-                    g = gx
-            else:
-                grad_input = gx
+                    grad_input = gx
         return (grad_input, grad_h0, grad_c0, None, *grad_w)
 
 
