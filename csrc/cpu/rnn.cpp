@@ -351,6 +351,21 @@ PYNN_RNN_ROWS(float)
 PYNN_RNN_ROWS(double)
 #undef PYNN_RNN_ROWS
 
+// acc[j] += rows[r * rs + j] for r < n_rows, j < n: a block of a bias gradient's column sums,
+// kept in double. Versioned so that the float-to-double widening runs at the CPU's vector width
+// (baseline x86-64 does two lanes; the sum took 1.2 ms of a 34 ms LSTM backward that way).
+#define PYNN_RNN_SUM_ROWS(T)                                                                      \
+  PYNN_CPU_MULTIVERSION void sum_rows(int64_t n_rows, int64_t n, const T* rows, int64_t rs,       \
+                                      double* __restrict acc) {                                   \
+    for (int64_t r = 0; r < n_rows; ++r) {                                                        \
+      const T* __restrict x = rows + r * rs;                                                      \
+      for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(x[j]);                        \
+    }                                                                                             \
+  }
+PYNN_RNN_SUM_ROWS(float)
+PYNN_RNN_SUM_ROWS(double)
+#undef PYNN_RNN_SUM_ROWS
+
 // ---- fused recurrences ---------------------------------------------------------------------
 // The time loop of one layer and direction as one parallel region. Thread k of n owns a slice of
 // the hidden units: it packs the rows of W_hh that produce its units' i, f, g, o columns once,
@@ -896,11 +911,7 @@ struct CpuBackend {
   void col_sum(int64_t steps, int64_t batch, int64_t cols, const Seq<T>& a, T* out1, T* out2) {
     parallel_for(0, cols, 256, [&](int64_t j0, int64_t j1) {
       std::vector<double> acc(static_cast<size_t>(j1 - j0), 0.0);
-      for (int64_t t = 0; t < steps; ++t)
-        for (int64_t b = 0; b < batch; ++b) {
-          const T* r = a.at(t).row(b) + j0;
-          for (int64_t j = 0; j < j1 - j0; ++j) acc[j] += r[j];
-        }
+      for (int64_t t = 0; t < steps; ++t) sum_rows(batch, j1 - j0, a.at(t).p + j0, a.bs, acc.data());
       for (int64_t j = j0; j < j1; ++j) out1[j] = out2[j] = static_cast<T>(acc[j - j0]);
     });
   }
