@@ -172,22 +172,32 @@ PYNN_ALWAYS_INLINE void pack_panel(int lines, int64_t kc, const T* src, int64_t 
     pack_strided<T, P>(lines, kc, src, line_stride, k_stride, dst);
 }
 
-// When the lines are adjacent (row-major B, transposed A) the block is copied k by k across all
-// of its panels, so the source is read as long sequential runs (one per k) instead of one short
-// run per k and panel, which the hardware prefetchers cannot follow.
+// When the lines are adjacent (row-major B, transposed A) the block is copied KB values of k at
+// a time across all of its panels: the source is read as KB long sequential runs instead of one
+// short run per k and panel, which the hardware prefetchers cannot follow, and each panel
+// receives KB * P contiguous values instead of P (one k at a time scattered 8-float pieces of
+// transposed A over every panel: 1024 x 3200 floats packed in 1.6-1.7 ms, against 0.77 ms
+// with KB = 8; row-major B, P = 32: 0.13 against 0.10 ms per 2048 x 3200).
 template <class T, int P>
 PYNN_ALWAYS_INLINE void pack_block_contig(int64_t n, int64_t kc, const T* src, int64_t ld,
                                           T* dst) {
+  constexpr int64_t KB = 8;
   const int64_t full = n / P * P;
-  for (int64_t k = 0; k < kc; ++k) {
-    const T* s = src + k * ld;
-    for (int64_t l0 = 0; l0 < full; l0 += P)
-      for (int l = 0; l < P; ++l) dst[l0 * kc + k * P + l] = s[l0 + l];
+  for (int64_t k0 = 0; k0 < kc; k0 += KB) {
+    const int64_t kb = std::min(KB, kc - k0);
+    const T* s = src + k0 * ld;
+    for (int64_t l0 = 0; l0 < full; l0 += P) {
+      T* d = dst + l0 * kc + k0 * P;
+      for (int64_t k = 0; k < kb; ++k)
+        for (int l = 0; l < P; ++l) d[k * P + l] = s[k * ld + l0 + l];
+    }
     if (full < n) {
-      T* d = dst + full * kc + k * P;
-      int l = 0;
-      for (; l < n - full; ++l) d[l] = s[full + l];
-      for (; l < P; ++l) d[l] = T(0);
+      T* d = dst + full * kc + k0 * P;
+      for (int64_t k = 0; k < kb; ++k) {
+        int l = 0;
+        for (; l < n - full; ++l) d[k * P + l] = s[k * ld + full + l];
+        for (; l < P; ++l) d[k * P + l] = T(0);
+      }
     }
   }
 }
