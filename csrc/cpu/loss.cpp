@@ -255,22 +255,22 @@ inline void prob_grad_row_impl(const T* l, const T* q, T* gx, T* gt, int64_t C, 
   else prob_grad_row_w<false>(l, q, gx, gt, C, w, smoothing, inv_c, coef);
 }
 
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void class_grad_row(const float* l, float* gx, int64_t C, int64_t t, float wt, const float* w,
                     float a, float b, float wall) {
   class_grad_row_impl(l, gx, C, t, wt, w, a, b, wall);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void class_grad_row(const double* l, double* gx, int64_t C, int64_t t, double wt,
                     const double* w, double a, double b, double wall) {
   class_grad_row_impl(l, gx, C, t, wt, w, a, b, wall);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void prob_grad_row(const float* l, const float* q, float* gx, float* gt, int64_t C,
                    const float* w, float smoothing, float inv_c, float coef) {
   prob_grad_row_impl(l, q, gx, gt, C, w, smoothing, inv_c, coef);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void prob_grad_row(const double* l, const double* q, double* gx, double* gt, int64_t C,
                    const double* w, double smoothing, double inv_c, double coef) {
   prob_grad_row_impl(l, q, gx, gt, C, w, smoothing, inv_c, coef);
@@ -312,25 +312,25 @@ inline void prob_grad_tile_impl(const T* l, const T* q, T* gx, T* gt, int64_t C,
   }
 }
 
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void class_grad_tile(const float* l, float* gx, int64_t C, int64_t K, int64_t w,
                      const int64_t* t, const float* wt, const float* a, const float* b,
                      const float* wcls, float wall) {
   class_grad_tile_impl(l, gx, C, K, w, t, wt, a, b, wcls, wall);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void class_grad_tile(const double* l, double* gx, int64_t C, int64_t K, int64_t w,
                      const int64_t* t, const double* wt, const double* a, const double* b,
                      const double* wcls, double wall) {
   class_grad_tile_impl(l, gx, C, K, w, t, wt, a, b, wcls, wall);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void prob_grad_tile(const float* l, const float* q, float* gx, float* gt, int64_t C, int64_t K,
                     int64_t w, const float* wcls, float smoothing, float inv_c,
                     const float* coef) {
   prob_grad_tile_impl(l, q, gx, gt, C, K, w, wcls, smoothing, inv_c, coef);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void prob_grad_tile(const double* l, const double* q, double* gx, double* gt, int64_t C,
                     int64_t K, int64_t w, const double* wcls, double smoothing, double inv_c,
                     const double* coef) {

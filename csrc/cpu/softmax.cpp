@@ -152,22 +152,22 @@ inline void backward_dispatch(const T* g, const T* y, T* gi, int64_t n, int64_t 
 
 }  // namespace
 
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void softmax_tile_forward(const float* x, float* y, int64_t n, int64_t inner, int64_t w,
                           bool log_space) {
   forward_dispatch(x, y, n, inner, w, log_space);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void softmax_tile_forward(const double* x, double* y, int64_t n, int64_t inner, int64_t w,
                           bool log_space) {
   forward_dispatch(x, y, n, inner, w, log_space);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void softmax_tile_backward(const float* g, const float* y, float* gi, int64_t n, int64_t inner,
                            int64_t w, bool log_space) {
   backward_dispatch(g, y, gi, n, inner, w, log_space);
 }
-PYNN_CPU_MULTIVERSION
+PYNN_SOFTMAX_ENTRY
 void softmax_tile_backward(const double* g, const double* y, double* gi, int64_t n,
                            int64_t inner, int64_t w, bool log_space) {
   backward_dispatch(g, y, gi, n, inner, w, log_space);
