@@ -1,7 +1,12 @@
 #pragma once
-// PYNN_HOST_DEVICE marks per-element math that the CPU loops and the CUDA kernels share.
+// PYNN_HOST_DEVICE marks per-element math that the CPU loops and the CUDA kernels share. It is
+// forced inline on both sides: a CPU loop compiled for AVX-512 (PYNN_CPU_MULTIVERSION) that
+// called an out-of-line copy would run that copy's baseline x86-64 code one element at a time
+// (GCC left the LSTM gate update, five transcendentals, out of line when it was plain inline).
 #if defined(__CUDACC__)
 #define PYNN_HOST_DEVICE __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define PYNN_HOST_DEVICE inline __attribute__((always_inline))
 #else
 #define PYNN_HOST_DEVICE inline
 #endif
