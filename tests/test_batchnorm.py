@@ -170,6 +170,52 @@ def test_running_statistics_over_steps(momentum, device, dtype):
     assert_close(ours(x), ref(x))
 
 
+# Interleaved layouts ((N, C) and channels_last) large enough that the CPU splits the statistics
+# and gradient sums over several row chunks and channel blocks (csrc/cpu/batchnorm.cpp
+# interleaved_sums: 65536 elements a chunk, 256 channels a block), with chunk boundaries inside
+# a sample so that runs of rows stop mid-sample.
+SPLIT_CASES = [((600, 300), "nc"), ((7, 40, 29, 31), "channels_last"),
+               ((3, 300, 11, 13), "channels_last")]
+
+
+def _layout(x, layout):
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+@pytest.mark.parametrize("shape,layout", SPLIT_CASES, ids=[str(s) for s, _ in SPLIT_CASES])
+def test_interleaved_statistics_over_chunks_and_blocks(shape, layout, device, dtype):
+    x = _layout(torch.randn(*shape, device=device, dtype=dtype) * 3 + 5, layout)
+    ours, ref = run_pair(x, True)
+    check_pair(ours, ref, x)
+
+
+@pytest.fixture
+def cpu_threads():
+    old = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("shape,layout", SPLIT_CASES, ids=[str(s) for s, _ in SPLIT_CASES])
+def test_cpu_interleaved_sums_do_not_depend_on_the_thread_count(shape, layout, cpu_threads):
+    # float64 throughout: a change in summation order shows in the last bits of the results
+    dt = torch.float64
+    x = _layout(torch.randn(*shape, dtype=dt) + 1e3, layout)
+    C = shape[1]
+    g = torch.randn_like(x)
+    w, b = torch.randn(C, dtype=dt), torch.randn(C, dtype=dt)
+    results = []
+    for n in (1, 2, 3):
+        cpu_threads(n)
+        xi, wi, bi = (t.clone().requires_grad_() for t in (x, w, b))
+        rm, rv = torch.zeros(C, dtype=dt), torch.ones(C, dtype=dt)
+        F.batch_norm(xi, rm, rv, wi, bi, training=True).backward(g)
+        results.append([xi.grad, wi.grad, bi.grad, rm, rv])
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert torch.equal(a, c)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "nc"])
 def test_large_mean_float32(layout, device):
     # mean 1e4, std 1: float32 keeps only ~1e-3 of the spread in each value; the statistics and
