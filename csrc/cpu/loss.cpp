@@ -67,6 +67,73 @@ void reduce_blocks(int64_t items, int64_t block, int slots, double* out, F&& f) 
 }
 
 constexpr int64_t kGrainElems = 16384;
+
+// ---- MSE blocks, versioned per ISA ----
+// A single running double sum would be one dependent add per element (the loop cannot vectorise
+// without reassociating); kLanes partial sums make it vector code, in a fixed order.
+constexpr int kLanes = 16;
+
+template <bool HasW, class T>
+PYNN_ALWAYS_INLINE void mse_sums_impl(const T* __restrict x, const T* __restrict t,
+                                      const T* __restrict w, int64_t n, double* acc) {
+  double s[kLanes] = {}, ws[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int u = 0; u < kLanes; ++u) {
+      const double se = static_cast<double>(mse_term(x[i + u], t[i + u]));
+      if constexpr (HasW) {
+        s[u] += static_cast<double>(w[i + u]) * se;
+        ws[u] += static_cast<double>(w[i + u]);
+      } else {
+        s[u] += se;
+      }
+    }
+  for (; i < n; ++i) {
+    const double se = static_cast<double>(mse_term(x[i], t[i]));
+    s[0] += HasW ? static_cast<double>(w[i]) * se : se;
+    if constexpr (HasW) ws[0] += static_cast<double>(w[i]);
+  }
+  double sum = 0.0, wsum = 0.0;
+  for (int u = 0; u < kLanes; ++u) {
+    sum += s[u];
+    wsum += ws[u];
+  }
+  acc[0] = sum;
+  acc[1] = HasW ? wsum : static_cast<double>(n);
+}
+
+// go: the gradient of each element's loss term (g[i] for reduction none, else go_all); gw
+// subtracts `centre` from each term (a weighted mean's denominator moves with the weight).
+template <bool PerElement, bool HasW, class T>
+PYNN_ALWAYS_INLINE void mse_grad_impl(const T* __restrict x, const T* __restrict t,
+                                      const T* __restrict w, const T* __restrict g, T go_all,
+                                      T centre, int64_t n, T* __restrict gx, T* __restrict gt,
+                                      T* __restrict gw) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T go = PerElement ? g[i] : go_all;
+    const T gxi = mse_grad(x[i], t[i], HasW ? go * w[i] : go);
+    if (gx) gx[i] = gxi;
+    if (gt) gt[i] = -gxi;
+    if (gw) gw[i] = go * (mse_term(x[i], t[i]) - centre);
+  }
+}
+
+#define PYNN_MSE_BLOCKS(T)                                                                       \
+  PYNN_CPU_MULTIVERSION void mse_sums(const T* x, const T* t, const T* w, int64_t n,             \
+                                      double* acc) {                                             \
+    if (w) mse_sums_impl<true>(x, t, w, n, acc);                                                 \
+    else mse_sums_impl<false>(x, t, w, n, acc);                                                  \
+  }                                                                                              \
+  PYNN_CPU_MULTIVERSION void mse_grads(const T* x, const T* t, const T* w, const T* g,           \
+                                       T go_all, T centre, int64_t n, T* gx, T* gt, T* gw) {     \
+    if (g && w) mse_grad_impl<true, true>(x, t, w, g, go_all, centre, n, gx, gt, gw);            \
+    else if (g) mse_grad_impl<true, false>(x, t, w, g, go_all, centre, n, gx, gt, gw);           \
+    else if (w) mse_grad_impl<false, true>(x, t, w, g, go_all, centre, n, gx, gt, gw);           \
+    else mse_grad_impl<false, false>(x, t, w, g, go_all, centre, n, gx, gt, gw);                 \
+  }
+PYNN_MSE_BLOCKS(float)
+PYNN_MSE_BLOCKS(double)
+#undef PYNN_MSE_BLOCKS
 }  // namespace
 
 MseShape mse_check(const TensorView& input, const TensorView& target, const OptView& weight,
@@ -142,14 +209,7 @@ void mse_loss_forward_cpu(const TensorView& input, const TensorView& target, con
     }
     double* st = stats.ptr<double>();
     reduce_blocks(s.n, kGrainElems, 2, st, [&](int64_t b, int64_t e, double* acc) {
-      double sum = 0.0, wsum = 0.0;
-      for (int64_t i = b; i < e; ++i) {
-        const double se = static_cast<double>(mse_term(x[i], t[i]));
-        sum += w ? double(w[i]) * se : se;
-        if (w) wsum += double(w[i]);
-      }
-      acc[0] = sum;
-      acc[1] = w ? wsum : double(e - b);
+      mse_sums(x + b, t + b, w ? w + b : nullptr, e - b, acc);
     });
     const double denom = w ? st[1] / weight_repeat : double(s.n);
     out[0] = static_cast<T>(red == Reduction::Mean ? st[0] / denom : st[0]);
@@ -188,17 +248,12 @@ void mse_loss_backward_cpu(const TensorView& grad_output, const TensorView& inpu
       denom = w ? st[1] / weight_repeat : double(s.n);
       loss_over_repeat = st[0] / denom / weight_repeat;
     }
+    const bool per_element = red == Reduction::None;
+    const T go_all = per_element ? T(0) : static_cast<T>(double(g[0]) / denom);
+    const T centre = red == Reduction::Mean ? static_cast<T>(loss_over_repeat) : T(0);
     parallel_for(0, s.n, kGrainElems, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const T go = red == Reduction::None ? g[i] : static_cast<T>(double(g[0]) / denom);
-        const T gxi = mse_grad(x[i], t[i], w ? go * w[i] : go);
-        if (gx) gx[i] = gxi;
-        if (gt) gt[i] = -gxi;
-        if (gw) {
-          const T se = mse_term(x[i], t[i]);
-          gw[i] = go * (red == Reduction::Mean ? se - static_cast<T>(loss_over_repeat) : se);
-        }
-      }
+      mse_grads(x + b, t + b, w ? w + b : nullptr, per_element ? g + b : nullptr, go_all, centre,
+                e - b, gx ? gx + b : nullptr, gt ? gt + b : nullptr, gw ? gw + b : nullptr);
     });
   });
 }
