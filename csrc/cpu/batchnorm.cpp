@@ -240,10 +240,19 @@ PYNN_CPU_MULTIVERSION void rows_backward(const T* __restrict dy, int64_t dr, int
     }
 }
 
-// f(n, p, count) for the rows [r0, r1) of the N * P rows (n, p), one call per run of rows
-// within one sample (rows of a run are evenly strided).
+// f(n, p, count) for the rows [r0, r1) of the N * P rows (n, p), one call per run of evenly
+// strided rows: the rows of one sample, stepped by the p stride, or with P == 1 ((N, C) input)
+// all of them at once, stepped by the n stride (run_stride gives the stride to pass).
+inline int64_t run_stride(int64_t n_stride, int64_t p_stride, int64_t P) {
+  return P == 1 ? n_stride : p_stride;
+}
+
 template <class F>
 void for_row_runs(int64_t r0, int64_t r1, int64_t P, F&& f) {
+  if (P == 1) {
+    if (r0 < r1) f(r0, int64_t(0), r1 - r0);
+    return;
+  }
   while (r0 < r1) {
     const int64_t n = r0 / P, p = r0 % P, count = std::min(r1 - r0, P - p);
     f(n, p, count);
@@ -342,8 +351,9 @@ void channel_moments(const TensorView& input, const Layout& l, std::vector<BnMom
     for_row_runs(r0, r1, P, [&](int64_t n, int64_t p, int64_t count) {
       const T* row = x + n * sn + p * sp + c0 * sc;
       const double* sh = shift.data() + c0;
-      if (l.unit) rows_shifted_sums<T, true>(row, sp, sc, count, c1 - c0, sh, a + c0, b + c0);
-      else rows_shifted_sums<T, false>(row, sp, sc, count, c1 - c0, sh, a + c0, b + c0);
+      const int64_t rs = run_stride(sn, sp, P);
+      if (l.unit) rows_shifted_sums<T, true>(row, rs, sc, count, c1 - c0, sh, a + c0, b + c0);
+      else rows_shifted_sums<T, false>(row, rs, sc, count, c1 - c0, sh, a + c0, b + c0);
     });
   }, sum.data(), sq.data());
   const double n = static_cast<double>(rows);
@@ -383,6 +393,7 @@ void channel_grad_sums(const TensorView& grad_output, const TensorView& input, c
       }
     return;
   }
+  const int64_t gs = run_stride(gn, gp, P), xs = run_stride(xn, xp, P);
   interleaved_sums(N * P, C, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, double* a,
                                 double* s) {
     for_row_runs(r0, r1, P, [&](int64_t n, int64_t p, int64_t count) {
@@ -390,9 +401,9 @@ void channel_grad_sums(const TensorView& grad_output, const TensorView& input, c
       const T* xr = x + n * xn + p * xp + c0 * xc;
       const int64_t cb = c1 - c0;
       if (l.unit)
-        rows_grad_sums<T, true>(dr, gp, gc, xr, xp, xc, count, cb, mean + c0, a + c0, s + c0);
+        rows_grad_sums<T, true>(dr, gs, gc, xr, xs, xc, count, cb, mean + c0, a + c0, s + c0);
       else
-        rows_grad_sums<T, false>(dr, gp, gc, xr, xp, xc, count, cb, mean + c0, a + c0, s + c0);
+        rows_grad_sums<T, false>(dr, gs, gc, xr, xs, xc, count, cb, mean + c0, a + c0, s + c0);
     });
   }, sum_dy.data(), sum_dy_xmu.data());
 }
@@ -465,15 +476,16 @@ void batch_norm_forward_cpu(const TensorView& input, const OptView& weight, cons
       a.a[size_t(c)] = k[size_t(c)].scale;
       a.b[size_t(c)] = k[size_t(c)].shift;
     }
+    const int64_t xs = run_stride(xn, xp, P), ys = run_stride(yn, yp, P);
     parallel_for(0, N * P, grain_for(C), [&](int64_t r0, int64_t r1) {
       for_row_runs(r0, r1, P, [&](int64_t n, int64_t p, int64_t count) {
         const T* xr = x + n * xn + p * xp;
         T* yr = y + n * yn + p * yp;
         if (l.unit)
-          rows_forward<T, true>(xr, xp, xc, yr, yp, yc, count, C, a.hi.data(), a.lo.data(),
+          rows_forward<T, true>(xr, xs, xc, yr, ys, yc, count, C, a.hi.data(), a.lo.data(),
                                 a.a.data(), a.b.data());
         else
-          rows_forward<T, false>(xr, xp, xc, yr, yp, yc, count, C, a.hi.data(), a.lo.data(),
+          rows_forward<T, false>(xr, xs, xc, yr, ys, yc, count, C, a.hi.data(), a.lo.data(),
                                  a.a.data(), a.b.data());
       });
     });
@@ -545,16 +557,18 @@ void batch_norm_backward_cpu(const TensorView& grad_output, const TensorView& in
       a.b[size_t(c)] = k[size_t(c)].k_xmu;
       a.c[size_t(c)] = k[size_t(c)].k_0;
     }
+    const int64_t gs = run_stride(gn, gp, P), xs = run_stride(xn, xp, P);
+    const int64_t ds = run_stride(dn, dp, P);
     parallel_for(0, N * P, grain_for(C), [&](int64_t r0, int64_t r1) {
       for_row_runs(r0, r1, P, [&](int64_t n, int64_t p, int64_t count) {
         const T* gr = dy + n * gn + p * gp;
         const T* xr = x + n * xn + p * xp;
         T* dr = dx + n * dn + p * dp;
         if (l.unit)
-          rows_backward<T, true>(gr, gp, gc, xr, xp, xc, dr, dp, dc, count, C, a.hi.data(),
+          rows_backward<T, true>(gr, gs, gc, xr, xs, xc, dr, ds, dc, count, C, a.hi.data(),
                                  a.lo.data(), a.a.data(), a.b.data(), a.c.data());
         else
-          rows_backward<T, false>(gr, gp, gc, xr, xp, xc, dr, dp, dc, count, C, a.hi.data(),
+          rows_backward<T, false>(gr, gs, gc, xr, xs, xc, dr, ds, dc, count, C, a.hi.data(),
                                   a.lo.data(), a.a.data(), a.b.data(), a.c.data());
       });
     });
