@@ -1,0 +1,112 @@
+"""Checks that every CPU kernel compiled per instruction set runs its own instruction set's code.
+
+    python tools/check_clones.py            build the CPU core with symbols, then check it
+    python tools/check_clones.py --so PATH  check an already built, unstripped _C*.so
+
+PYNN_CPU_MULTIVERSION (csrc/core/macros.h) compiles an entry point once per ISA
+(target_clones: x86-64-v4 = AVX-512, x86-64-v3 = AVX2+FMA, baseline) and the loader picks one
+by CPU. Only code inlined into a clone is compiled for its ISA: a helper the compiler leaves out
+of line is a single baseline x86-64 copy that every clone calls, and the loop around it then runs
+element by element. Nothing fails and the results are right; it only shows up as a slow
+benchmark. It happened twice: the softmax and cross-entropy rows lost `flatten` in a refactor
+(3.6x slower), and GCC left the LSTM gate math out of line in the no-bias loop (2.6x slower).
+
+The check disassembles the library and lists every call from a clone to one of pynn's own
+functions that is not itself a clone; calls into the standard library (through the PLT, or
+inlined std:: templates such as a vector made once per call) are left alone. Fix a finding by forcing the callee inline (PYNN_ALWAYS_INLINE, PYNN_HOST_DEVICE)
+or adding `flatten` to the entry point, or by moving a cold call (an error path) out of the
+clone. Exits 1 on a finding, 0 otherwise (also where the build has no clones: not x86-64/GCC).
+
+The build goes to build/check-clones (RelWithDebInfo: the Release build is stripped) with the
+library in build/check-clones/lib, so the in-place build in src/pynn is left alone. It needs
+cmake, ninja, pybind11 and objdump.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "check-clones"
+CLONE = re.compile(r"\[clone \.(arch_x86_64_v[34])")
+FUNC = re.compile(r"^[0-9a-f]+ <(.*)>:$")
+# A call, or a jmp (a tail call when it leaves the function), with its target's name.
+CALL = re.compile(r"\s(call|jmp)\w*\s+[0-9a-f]+ <(.*)>\s*$")
+OFFSET = re.compile(r"\+0x[0-9a-f]+$")
+
+
+def build() -> Path:
+    try:
+        import pybind11
+    except ImportError:
+        sys.exit("check_clones: pybind11 is needed to build (pip install pybind11)")
+    lib = BUILD / "lib"
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(BUILD), "-G", "Ninja",
+                    "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DPYNN_CUDA=OFF",
+                    f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={lib}",
+                    f"-DPython_EXECUTABLE={sys.executable}",
+                    f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(BUILD)], check=True, stdout=subprocess.DEVNULL)
+    found = sorted(lib.glob("_C*.so"))
+    if not found:
+        sys.exit(f"check_clones: no _C*.so in {lib} after the build")
+    return found[0]
+
+
+def findings(so: Path) -> tuple[int, list[tuple[str, str]]]:
+    """(clones seen, [(clone, callee)]) for calls and tail calls from a clone to a function of
+    pynn's that is not a clone."""
+    if shutil.which("objdump") is None:
+        sys.exit("check_clones: objdump (binutils) is needed")
+    dis = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(so)], check=True,
+                         capture_output=True, text=True).stdout
+    clones, bad, current = 0, [], None
+    for line in dis.splitlines():
+        m = FUNC.match(line)
+        if m:
+            current = OFFSET.sub("", m.group(1)) if CLONE.search(m.group(1)) else None
+            clones += current is not None
+            continue
+        if current is None:
+            continue
+        c = CALL.search(line)
+        if c is None:
+            continue
+        callee = OFFSET.sub("", c.group(2))
+        if callee == current:
+            continue  # a jump inside the function
+        # pynn's own functions only: the standard library's (a std::vector made once per call)
+        # are out of line by design and do no per-element work.
+        if "pynn::" not in callee or callee.startswith("std::") or CLONE.search(callee):
+            continue
+        if (current, callee) not in bad:
+            bad.append((current, callee))
+    return clones, bad
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--so", type=Path, help="an unstripped _C*.so to check instead of building")
+    args = ap.parse_args()
+    so = args.so if args.so else build()
+    clones, bad = findings(so)
+    if clones == 0:
+        print(f"check_clones: {so.name} has no per-ISA clones (not an x86-64 GCC build): "
+              "nothing to check")
+        return 0
+    if not bad:
+        print(f"check_clones: {clones} clones in {so.name}, none calls baseline code")
+        return 0
+    print(f"check_clones: {len(bad)} calls from per-ISA clones to baseline code in {so.name}:")
+    for clone, callee in bad:
+        print(f"  {clone}\n      -> {callee}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
