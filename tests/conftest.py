@@ -23,6 +23,14 @@ def dtype(request):
     return request.param
 
 
+@pytest.fixture
+def cpu_threads():
+    """Sets torch's (and so pynn's) thread count for one test; restores it afterwards."""
+    old = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(old)
+
+
 def assert_close(actual, expected, dtype=None, scale=1.0, **kw):
     dtype = dtype or expected.dtype
     tol = dict(TOLERANCES[dtype])

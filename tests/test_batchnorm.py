@@ -189,13 +189,6 @@ def test_interleaved_statistics_over_chunks_and_blocks(shape, layout, device, dt
     check_pair(ours, ref, x)
 
 
-@pytest.fixture
-def cpu_threads():
-    old = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("shape,layout", SPLIT_CASES, ids=[str(s) for s, _ in SPLIT_CASES])
 def test_cpu_interleaved_sums_do_not_depend_on_the_thread_count(shape, layout, cpu_threads):
     # float64 throughout: a change in summation order shows in the last bits of the results

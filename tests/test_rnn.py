@@ -602,14 +602,6 @@ def test_cells_without_autograd_match(device):
 # the wide inputs (I = 1200, 3000) exceed a thread's cache budget for that and take one GEMM
 # over all steps first. PYNN_RNN_LOOP=steps runs the step-by-step loop of csrc/ops/rnn_loop.h.
 
-@pytest.fixture
-def cpu_threads():
-    """Sets torch's (and so pynn's) thread count for one test; restores it afterwards."""
-    old = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(old)
-
-
 FUSED_LSTM_GRID = [  # I, H, proj, bidirectional, batch, threads
     (6, 131, 0, False, 9, 3), (6, 131, 0, True, 1, 2), (6, 37, 5, False, 4, 3),
     (6, 37, 5, True, 1, 2), (6, 3, 0, True, 2, 4), (6, 64, 0, False, 32, 2),

@@ -8,6 +8,7 @@
 #include "core/dispatch.h"
 #include "core/parallel.h"
 #include "cpu/exp.h"
+#include "cpu/lane_sum.h"
 #include "cpu/softmax_rows.h"
 #include "math/loss.h"
 #include "math/softmax.h"
@@ -69,37 +70,18 @@ void reduce_blocks(int64_t items, int64_t block, int slots, double* out, F&& f) 
 constexpr int64_t kGrainElems = 16384;
 
 // ---- MSE blocks, versioned per ISA ----
-// A single running double sum would be one dependent add per element (the loop cannot vectorise
-// without reassociating); kLanes partial sums make it vector code, in a fixed order.
-constexpr int kLanes = 16;
 
+// acc = {sum of w[i] * (x[i] - t[i])^2, sum of w[i]} (w null: weight 1) over the block.
 template <bool HasW, class T>
 PYNN_ALWAYS_INLINE void mse_sums_impl(const T* __restrict x, const T* __restrict t,
                                       const T* __restrict w, int64_t n, double* acc) {
-  double s[kLanes] = {}, ws[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int u = 0; u < kLanes; ++u) {
-      const double se = static_cast<double>(mse_term(x[i + u], t[i + u]));
-      if constexpr (HasW) {
-        s[u] += static_cast<double>(w[i + u]) * se;
-        ws[u] += static_cast<double>(w[i + u]);
-      } else {
-        s[u] += se;
-      }
-    }
-  for (; i < n; ++i) {
+  constexpr int kLanes = 16;
+  acc[0] = cpu::lane_sum<kLanes>(n, [&](int64_t i) {
     const double se = static_cast<double>(mse_term(x[i], t[i]));
-    s[0] += HasW ? static_cast<double>(w[i]) * se : se;
-    if constexpr (HasW) ws[0] += static_cast<double>(w[i]);
-  }
-  double sum = 0.0, wsum = 0.0;
-  for (int u = 0; u < kLanes; ++u) {
-    sum += s[u];
-    wsum += ws[u];
-  }
-  acc[0] = sum;
-  acc[1] = HasW ? wsum : static_cast<double>(n);
+    return HasW ? static_cast<double>(w[i]) * se : se;
+  });
+  acc[1] = HasW ? cpu::lane_sum<kLanes>(n, [&](int64_t i) { return w[i]; })
+                : static_cast<double>(n);
 }
 
 // go: the gradient of each element's loss term (g[i] for reduction none, else go_all); gw

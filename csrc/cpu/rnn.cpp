@@ -518,6 +518,27 @@ size_t weight_rows_size(const Weight<T>& w, int64_t n, int64_t K) {
   return w.cs == 1 || K <= 1 ? 0 : round64(static_cast<size_t>(n * K), sizeof(T));
 }
 
+// The fused forward loops' per-thread operands. Gate block q (of `blocks`: 4 for an LSTM, 1 for
+// an Elman RNN) of unit u0 + j is row q * H + u0 + j of a weight, i.e. column q * H + u0 + j of
+// W^T: pack_gate_rows packs those K x nu columns of each block, block q at dst + q * stride.
+template <class T>
+void pack_gate_rows(const GemmPacking<T>& gp, const Weight<T>& w, int64_t K, int64_t H,
+                    int blocks, int64_t u0, int64_t nu, T* dst, size_t stride) {
+  for (int q = 0; q < blocks; ++q)
+    gp.pack_b(K, nu, w.p + (q * H + u0) * w.rs, w.cs, w.rs, dst + q * stride);
+}
+
+// One step's input projection for a thread's units, from W_ih packed by pack_gate_rows:
+// out[:, q * H + u0 + j] = x @ W_ih[q * H + u0 + j]^T for every block q (Ap: A-panel scratch).
+template <class T>
+void project_step_inputs(const GemmPacking<T>& gp, Mat<T> x, int64_t B, int64_t I, int64_t H,
+                         int blocks, int64_t u0, int64_t nu, const T* Wi, size_t stride,
+                         Mat<T> out, T* Ap) {
+  gp.pack_a(B, I, x.p, x.rs, 1, Ap);
+  for (int q = 0; q < blocks; ++q)
+    gp.multiply(B, nu, I, T(1), Ap, Wi + q * stride, T(0), out.p + q * H + u0, out.rs);
+}
+
 // One step without a projection (an LSTMCell call, or a sequence of length one). Nothing
 // outlives the call to amortise a packing of W_hh over, and packing it cost about as much as
 // a fifth of the step, so each thread reads its units' rows of W_ih and W_hh in place
@@ -604,26 +625,19 @@ void lstm_forward_fused(Be& be, const LstmForwardSteps<T>& a) {
       const auto [u0, u1] = unit_slice(H, nt, k);
       const auto [p0, p1] = unit_slice(P, nt, k);
       const int64_t nu = u1 - u0, np = p1 - p0;
-      // Gate q of unit u0 + j is column q * H + u0 + j of W^T, i.e. row q * H + u0 + j of W.
       const size_t hsz = round64(gp.b_size(P, nu), sizeof(T));
       const size_t isz = fuse ? round64(gp.b_size(I, nu), sizeof(T)) : 0;
       T* Wi = W + 4 * hsz;
       T* Wr = Wi + 4 * isz;
-      for (int q = 0; q < 4; ++q) {
-        gp.pack_b(P, nu, a.w_hh.p + (q * H + u0) * a.w_hh.rs, a.w_hh.cs, a.w_hh.rs, W + q * hsz);
-        if (fuse)
-          gp.pack_b(I, nu, a.w_ih.p + (q * H + u0) * a.w_ih.rs, a.w_ih.cs, a.w_ih.rs, Wi + q * isz);
-      }
+      pack_gate_rows(gp, a.w_hh, P, H, 4, u0, nu, W, hsz);
+      if (fuse) pack_gate_rows(gp, a.w_ih, I, H, 4, u0, nu, Wi, isz);
       if (proj) gp.pack_b(H, np, a.w_hr.p + p0 * a.w_hr.rs, a.w_hr.cs, a.w_hr.rs, Wr);
       const T* bi = a.bi ? a.bi + u0 : nullptr;
       const T* bh = a.bh ? a.bh + u0 : nullptr;
       auto time_of = [&](int64_t s) { return a.reverse ? a.steps - 1 - s : s; };
       auto input_projection = [&](int64_t t) {
-        if (!fuse || nu == 0) return;
-        const Mat<T> x = a.X.at(t), g = a.G.at(t);
-        gp.pack_a(B, I, x.p, x.rs, 1, Ap);
-        for (int q = 0; q < 4; ++q)
-          gp.multiply(B, nu, I, T(1), Ap, Wi + q * isz, T(0), g.p + q * H + u0, g.rs);
+        if (fuse && nu > 0)
+          project_step_inputs(gp, a.X.at(t), B, I, H, 4, u0, nu, Wi, isz, a.G.at(t), Ap);
       };
       input_projection(time_of(s0));
       Mat<T> h_prev = s0 == 0 ? a.h0 : a.Y.at(time_of(s0 - 1));
@@ -763,16 +777,14 @@ void rnn_forward_fused(Be& be, const RnnForwardSteps<T>& a) {
     const auto [u0, u1] = unit_slice(H, nt, k);
     const int64_t nu = u1 - u0;
     T* Wi = W + round64(gp.b_size(H, nu), sizeof(T));
-    gp.pack_b(H, nu, a.w_hh.p + u0 * a.w_hh.rs, a.w_hh.cs, a.w_hh.rs, W);
-    if (fuse) gp.pack_b(I, nu, a.w_ih.p + u0 * a.w_ih.rs, a.w_ih.cs, a.w_ih.rs, Wi);
+    pack_gate_rows(gp, a.w_hh, H, H, 1, u0, nu, W, 0);
+    if (fuse) pack_gate_rows(gp, a.w_ih, I, H, 1, u0, nu, Wi, 0);
     const T* bi = a.bi ? a.bi + u0 : nullptr;
     const T* bh = a.bh ? a.bh + u0 : nullptr;
     auto time_of = [&](int64_t s) { return a.reverse ? a.steps - 1 - s : s; };
     auto input_projection = [&](int64_t t) {
-      if (!fuse || nu == 0) return;
-      const Mat<T> x = a.X.at(t), y = a.Y.at(t);
-      gp.pack_a(B, I, x.p, x.rs, 1, Ap);
-      gp.multiply(B, nu, I, T(1), Ap, Wi, T(0), y.p + u0, y.rs);
+      if (fuse && nu > 0)
+        project_step_inputs(gp, a.X.at(t), B, I, H, 1, u0, nu, Wi, 0, a.Y.at(t), Ap);
     };
     input_projection(time_of(0));
     Mat<T> h_prev = a.h0;
@@ -911,7 +923,8 @@ struct CpuBackend {
   void col_sum(int64_t steps, int64_t batch, int64_t cols, const Seq<T>& a, T* out1, T* out2) {
     parallel_for(0, cols, 256, [&](int64_t j0, int64_t j1) {
       std::vector<double> acc(static_cast<size_t>(j1 - j0), 0.0);
-      for (int64_t t = 0; t < steps; ++t) sum_rows(batch, j1 - j0, a.at(t).p + j0, a.bs, acc.data());
+      for (int64_t t = 0; t < steps; ++t)
+        sum_rows(batch, j1 - j0, a.at(t).p + j0, a.bs, acc.data());
       for (int64_t j = j0; j < j1; ++j) out1[j] = out2[j] = static_cast<T>(acc[j - j0]);
     });
   }

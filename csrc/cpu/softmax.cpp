@@ -7,6 +7,7 @@
 #include "core/dispatch.h"
 #include "core/parallel.h"
 #include "cpu/exp.h"
+#include "cpu/lane_sum.h"
 #include "cpu/softmax_rows.h"
 #include "math/softmax.h"
 
@@ -43,7 +44,8 @@ namespace cpu {
 namespace {
 
 // Partial results kept in independent lanes so that the loops have no serial dependence and the
-// compiler vectorises them (a single running max or sum would not, without -ffast-math).
+// compiler vectorises them (a single running max would not, without -ffast-math); the sums the
+// same way through cpu/lane_sum.h.
 constexpr int kLanes = 8;
 
 template <class T>
@@ -59,19 +61,6 @@ inline T row_max(const T* x, int64_t n) {
   return m;
 }
 
-// Sum in double of f(k) over the row, f evaluated in T.
-template <class T, class F>
-inline double row_sum(int64_t n, F&& f) {
-  double lane[kLanes] = {};
-  int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes)
-    for (int u = 0; u < kLanes; ++u) lane[u] += static_cast<double>(f(k + u));
-  for (; k < n; ++k) lane[0] += static_cast<double>(f(k));
-  double s = 0.0;
-  for (int u = 0; u < kLanes; ++u) s += lane[u];
-  return s;
-}
-
 template <bool Log, class T>
 inline void forward_impl(const T* x, T* y, int64_t n, int64_t inner, int64_t w) {
   const VecExp ex;
@@ -79,7 +68,7 @@ inline void forward_impl(const T* x, T* y, int64_t n, int64_t inner, int64_t w) 
     const T m = row_max(x, n);
     // y holds the exps first; softmax then only rescales them.
     for (int64_t k = 0; k < n; ++k) y[k] = ex(x[k] - m);
-    const double s = row_sum<T>(n, [&](int64_t k) { return y[k]; });
+    const double s = lane_sum<kLanes>(n, [&](int64_t k) { return y[k]; });
     if constexpr (Log) {
       const T log_s = static_cast<T>(std::log(s));
       for (int64_t k = 0; k < n; ++k) y[k] = softmax_output<true>(x[k], m, T(0), log_s);
@@ -119,7 +108,7 @@ inline void backward_impl(const T* g, const T* y, T* gi, int64_t n, int64_t inne
   const VecExp ex;
   if (inner == 1) {
     const T dot = static_cast<T>(
-        row_sum<T>(n, [&](int64_t k) { return softmax_backward_term<Log>(g[k], y[k]); }));
+        lane_sum<kLanes>(n, [&](int64_t k) { return softmax_backward_term<Log>(g[k], y[k]); }));
     for (int64_t k = 0; k < n; ++k) gi[k] = softmax_backward<Log>(g[k], y[k], dot, ex);
     return;
   }
