@@ -1,4 +1,4 @@
-"""Checks that every CPU kernel compiled per instruction set runs its own instruction set's code.
+"""Checks the compiled CPU kernels for two slowdowns that no test sees: clones and register tiles.
 
     python tools/check_clones.py            build the CPU core with symbols, then check it
     python tools/check_clones.py --so PATH  check an already built, unstripped _C*.so
@@ -15,7 +15,15 @@ The check disassembles the library and lists every call from a clone to one of p
 functions that is not itself a clone; calls into the standard library (through the PLT, or
 inlined std:: templates such as a vector made once per call) are left alone. Fix a finding by forcing the callee inline (PYNN_ALWAYS_INLINE, PYNN_HOST_DEVICE)
 or adding `flatten` to the entry point, or by moving a cold call (an error path) out of the
-clone. Exits 1 on a finding, 0 otherwise (also where the build has no clones: not x86-64/GCC).
+clone.
+
+It also checks that the GEMM's register-tile kernels (k512f_rows<8> and the like, gemm.cpp) keep
+their accumulators in registers: unless GCC unrolls the loops over the tile completely it keeps
+the tile as an array on the stack outside the k loop, zeroes it there and reads it back for C,
+which cost 12% of the kernel's time in the LSTM step. Any full-width vector move between a ymm or
+zmm register and the stack in one of them is a finding (a scalar spill of alpha is not).
+
+Exits 1 on a finding, 0 otherwise (also where the build has no clones: not x86-64/GCC).
 
 The build goes to build/check-clones (RelWithDebInfo: the Release build is stripped) with the
 library in build/check-clones/lib, so the in-place build in src/pynn is left alone. It needs
@@ -37,6 +45,9 @@ FUNC = re.compile(r"^[0-9a-f]+ <(.*)>:$")
 # A call, or a jmp (a tail call when it leaves the function), with its target's name.
 CALL = re.compile(r"\s(call|jmp)\w*\s+[0-9a-f]+ <(.*)>\s*$")
 OFFSET = re.compile(r"\+0x[0-9a-f]+$")
+# The GEMM's register-tile kernels (packed and in-place A), and a vector move to or from the stack.
+TILE_KERNEL = re.compile(r"::[kr](?:512|256)[fd]_rows<\d+>\(")
+STACK_VECTOR = re.compile(r"\svmov\w*\s+(%[yz]mm\d+,\S*\(%r[sb]p\)|\S*\(%r[sb]p\),%[yz]mm\d+)")
 
 
 def build() -> Path:
@@ -58,13 +69,30 @@ def build() -> Path:
     return found[0]
 
 
-def findings(so: Path) -> tuple[int, list[tuple[str, str]]]:
-    """(clones seen, [(clone, callee)]) for calls and tail calls from a clone to a function of
-    pynn's that is not a clone."""
+def disassemble(so: Path) -> str:
     if shutil.which("objdump") is None:
         sys.exit("check_clones: objdump (binutils) is needed")
-    dis = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(so)], check=True,
-                         capture_output=True, text=True).stdout
+    return subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(so)], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def tile_findings(dis: str) -> tuple[int, dict[str, int]]:
+    """(tile kernels seen, {kernel: vector moves to or from the stack})."""
+    kernels, bad, current = 0, {}, None
+    for line in dis.splitlines():
+        m = FUNC.match(line)
+        if m:
+            current = m.group(1) if TILE_KERNEL.search(m.group(1)) else None
+            kernels += current is not None
+            continue
+        if current is not None and STACK_VECTOR.search(line):
+            bad[current] = bad.get(current, 0) + 1
+    return kernels, bad
+
+
+def findings(dis: str) -> tuple[int, list[tuple[str, str]]]:
+    """(clones seen, [(clone, callee)]) for calls and tail calls from a clone to a function of
+    pynn's that is not a clone."""
     clones, bad, current = 0, [], None
     for line in dis.splitlines():
         m = FUNC.match(line)
@@ -94,18 +122,31 @@ def main() -> int:
     ap.add_argument("--so", type=Path, help="an unstripped _C*.so to check instead of building")
     args = ap.parse_args()
     so = args.so if args.so else build()
-    clones, bad = findings(so)
+    dis = disassemble(so)
+    clones, bad = findings(dis)
     if clones == 0:
         print(f"check_clones: {so.name} has no per-ISA clones (not an x86-64 GCC build): "
               "nothing to check")
         return 0
+    kernels, spills = tile_findings(dis)
     if not bad:
         print(f"check_clones: {clones} clones in {so.name}, none calls baseline code")
-        return 0
-    print(f"check_clones: {len(bad)} calls from per-ISA clones to baseline code in {so.name}:")
-    for clone, callee in bad:
-        print(f"  {clone}\n      -> {callee}")
-    return 1
+    else:
+        print(f"check_clones: {len(bad)} calls from per-ISA clones to baseline code in {so.name}:")
+        for clone, callee in bad:
+            print(f"  {clone}\n      -> {callee}")
+    if kernels == 0:
+        print("check_clones: no GEMM register-tile kernels found (renamed? update TILE_KERNEL)")
+        return 1
+    if not spills:
+        print(f"check_clones: {kernels} GEMM register-tile kernels, none moves vectors through "
+              "the stack")
+    else:
+        print(f"check_clones: {len(spills)} GEMM register-tile kernels move vectors through the "
+              "stack:")
+        for kernel, n in spills.items():
+            print(f"  {kernel}: {n} moves")
+    return 1 if bad or spills else 0
 
 
 if __name__ == "__main__":
