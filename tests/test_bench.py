@@ -281,6 +281,18 @@ def test_tf32_switches_are_set_and_restored():
         assert tf32_state() == before
 
 
+def test_machine_names_a_given_commit_over_the_trees_git(monkeypatch):
+    """A tree copied to the GPU machine carries some other .git: the commit gpu_check.sh is
+    given must be the one the benchmark's machine description records."""
+    from pynn.bench import machine
+    monkeypatch.delenv("PYNN_SOURCE_COMMIT", raising=False)
+    own = machine.describe("cpu")["pynn_commit"]
+    monkeypatch.setenv("PYNN_SOURCE_COMMIT", "0123456789abcdef0123")
+    given = machine.describe("cpu")["pynn_commit"]
+    assert given == "0123456789ab (given by PYNN_SOURCE_COMMIT)"
+    assert given != own
+
+
 def test_max_abs_diff_compares_only_like_outputs():
     a = torch.tensor([1.0, 2.0])
     assert T.max_abs_diff(a, a + 0.25) == pytest.approx(0.25)

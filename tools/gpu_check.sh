@@ -79,6 +79,7 @@ read -r PYVER TORCH < <("$PYTHON" -c 'import platform, torch
 print(platform.python_version(), torch.__version__, "(CUDA", str(torch.version.cuda) + ")")' 2>&1 | first_line)
 if [[ -n ${GPU_CHECK_COMMIT:-} ]]; then  # a copied tree whose .git is not the tree's own history
   COMMIT="$GPU_CHECK_COMMIT (given by GPU_CHECK_COMMIT)"
+  export PYNN_SOURCE_COMMIT=$GPU_CHECK_COMMIT  # for the benchmark's machine description too
 else
   COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && COMMIT="$COMMIT, uncommitted changes"

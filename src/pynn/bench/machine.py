@@ -105,6 +105,11 @@ def last_level_cache_bytes(device: str) -> int:
 
 
 def _git_commit() -> str:
+    # A tree copied to another machine may carry a .git that is not its own history; whoever
+    # copied it names the commit instead (tools/gpu_check.sh sets this from GPU_CHECK_COMMIT).
+    given = os.environ.get("PYNN_SOURCE_COMMIT", "").strip()
+    if given:
+        return f"{given[:12]} (given by PYNN_SOURCE_COMMIT)"
     root = Path(__file__).resolve().parents[3]
     if not (root / ".git").exists():
         return ""
