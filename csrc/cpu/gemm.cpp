@@ -825,9 +825,9 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t c_rs) {
 
 // Below this many flops per thread, waking a pool thread costs more than it saves. The pool is
 // the OpenMP team torch uses too, whose workers spin between back-to-back ops, so a second
-// thread pays already for a few microseconds of work: on the 2-core Zen 4, M = 32 rows x K = 128,
-// N = 128 (1 MFLOP) 13.6 -> 9.9 us and N = 256 24.1 -> 18.9 us with 2 threads (the old limit of
-// 1.5 MFLOP per thread ran both on one); 0.5 MFLOP (N = 64) is no faster split.
+// thread already pays off for a few microseconds of work. On the 2-core Zen 4, M = 32 rows and
+// K = 128: N = 128 (1 MFLOP) 13.6 -> 9.9 us, N = 256 24.1 -> 18.9 us with 2 threads (the old
+// limit of 1.5 MFLOP per thread ran both on one); N = 64 (0.5 MFLOP) was no faster split.
 constexpr double kMinFlopsPerThread = 0.5e6;
 
 }  // namespace
