@@ -13,9 +13,9 @@ benchmark. It happened twice: the softmax and cross-entropy rows lost `flatten` 
 
 The check disassembles the library and lists every call from a clone to one of pynn's own
 functions that is not itself a clone; calls into the standard library (through the PLT, or
-inlined std:: templates such as a vector made once per call) are left alone. Fix a finding by forcing the callee inline (PYNN_ALWAYS_INLINE, PYNN_HOST_DEVICE)
-or adding `flatten` to the entry point, or by moving a cold call (an error path) out of the
-clone.
+inlined std:: templates such as a vector made once per call) are left alone. Fix a finding by
+forcing the callee inline (PYNN_ALWAYS_INLINE, PYNN_HOST_DEVICE) or adding `flatten` to the
+entry point, or by moving a cold call (an error path) out of the clone.
 
 It also checks that the GEMM's register-tile kernels (k512f_rows<8> and the like, gemm.cpp) keep
 their accumulators in registers: unless GCC unrolls the loops over the tile completely it keeps

@@ -341,17 +341,17 @@ void channel_moments(const TensorView& input, const Layout& l, std::vector<BnMom
         out[size_t(c)] = bn_merge(out[size_t(c)], tiles[size_t(c * N + n)]);
     return;
   }
-  // One pass of sums shifted by each channel's first value (row_shifted_sums).
+  // One pass of sums shifted by each channel's first value (rows_shifted_sums).
   const int64_t rows = N * P;
   if (rows == 0) return;
   std::vector<double> shift(static_cast<size_t>(C)), sum(shift.size()), sq(shift.size());
   for (int64_t c = 0; c < C; ++c) shift[size_t(c)] = static_cast<double>(x[c * sc]);
+  const int64_t rs = run_stride(sn, sp, P);
   interleaved_sums(rows, C, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, double* a,
                                double* b) {
     for_row_runs(r0, r1, P, [&](int64_t n, int64_t p, int64_t count) {
       const T* row = x + n * sn + p * sp + c0 * sc;
       const double* sh = shift.data() + c0;
-      const int64_t rs = run_stride(sn, sp, P);
       if (l.unit) rows_shifted_sums<T, true>(row, rs, sc, count, c1 - c0, sh, a + c0, b + c0);
       else rows_shifted_sums<T, false>(row, rs, sc, count, c1 - c0, sh, a + c0, b + c0);
     });
