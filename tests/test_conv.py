@@ -635,9 +635,10 @@ def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threa
 
 
 # float32 layers with at least 16 input and 32 output channels per group run the blocked kernel
-# (csrc/cpu/conv_blocked.cpp) on AVX-512 CPUs: output channels as the vector lanes, 8 positions
-# of the whole batch as the rows, read in place from the input in 16-channel blocks. The grid
-# covers tiles that cross samples (7 x 7), a last channel block and panel that are partly padding
+# (csrc/cpu/conv_blocked.cpp) on AVX-512 CPUs: output channels as the vector lanes, up to 8
+# positions of one output row as the rows (8 across rows and samples where rows are narrower than
+# 4), read in place from the input in 16-channel blocks. The grid covers one 7-wide tile per row
+# (7 x 7, every tile at the padding), a last channel block and panel that are partly padding
 # (56 channels), two K blocks and tiles split into chunks (160 input channels, 800 positions),
 # stride, dilation with a rectangular kernel, asymmetric padding, groups, an unpadded 5x5 on one
 # sample, weight gradients summed over chunks of rows (20 x 40 outputs), and 1x1 kernels up to
@@ -659,6 +660,12 @@ BLOCKED_GRID = [
     ("pointwise_stride2", (2, 56, 13, 13), (64, 56, 1, 1), dict(stride=2), "fw"),
     ("pointwise_7x7", (3, 64, 7, 7), (96, 64, 1, 1), {}, "fiw"),
     ("k2x2", (2, 64, 10, 11), (64, 64, 2, 2), dict(padding=1), "fiw"),
+    # products with the padding skipped per tile (TapClasses): rows of 13 in tiles of 6 and 7,
+    # rows of 3 too narrow for tiles of their own (tiles of 8 across rows and samples), and a
+    # padding wider than the kernel, whose outer positions read nothing but padding
+    ("uneven_row_tiles", (2, 32, 11, 13), (64, 32, 3, 3), dict(padding=1), "fi"),
+    ("narrow_rows", (3, 64, 3, 3), (128, 64, 3, 3), dict(padding=1), "fiw"),
+    ("padding_beyond_kernel", (2, 64, 6, 6), (64, 64, 3, 3), dict(padding=3), "fw"),
 ]
 
 

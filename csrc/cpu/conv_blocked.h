@@ -15,6 +15,13 @@
 // channels takes, per (tap, channel), two vector loads of the panel and 8 broadcasts from the
 // positions' lines: the GEMM micro-kernel's shape, with no column matrix built.
 //
+// A tile holds the positions of one stretch of an output row (rows of 4 or more positions are
+// cut into tiles of at most 8 of as even widths as possible: 7 -> 7, 14 -> 7 + 7, 56 -> 7 x 8;
+// narrower rows go 8 positions to a tile, across rows and samples). Each tap is summed only
+// over the rows of the tile that read it inside the input, so the products with the padding
+// are skipped instead of multiplying the zeros of xb: 18% of a 3x3, pad-1 layer's products at
+// 7 x 7 outputs, 9% at 14 x 14. The weight gradient skips them likewise.
+//
 // The input channels go in K blocks whose slice of the panel (at most 160 KiB) stays in L2 while
 // every tile of a work item passes over it; items are (group, panel, range of tiles), taken
 // dynamically by the threads, and each packs its own panel slice from the weight (so the
