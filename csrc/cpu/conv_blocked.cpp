@@ -423,31 +423,39 @@ PYNN_TARGET_AVX512F void write_tile(const float* out, const int64_t* y_at, int r
 // ---- weight gradient ----
 // gw[m, c, t] = sum over positions q of gy[m, q] * xb(q, tap t, channel c): the register tile
 // holds 8 channels of one tap x 32 output channels and runs the whole batch's positions, each
-// two vector loads of gyT (grad_output transposed, [positions][32 * panels]) and 8 broadcasts
+// two vector loads of gyT (grad_output transposed, [panel][positions][32]) and 8 broadcasts
 // from one line of xb.
 
-// gyT[gi][n * P + q][m] = gy[n, gi * cout_g + m, q], zero for m >= cout_g.
-PYNN_TARGET_AVX512F void transpose_sample(const float* src, int64_t M, int64_t P, int64_t ld,
-                                          float* dst) {
+// gyT[gi][j][n * P + q][m - 32 j] = gy[n, gi * cout_g + m, q], m in panel j, zero for
+// m >= cout_g. dst is sample n's first position in panel 0 of its group; panels are pstride
+// apart. Each panel's positions follow each other 128 bytes apart, the stream a weight tile
+// reads: with the panels interleaved per position, a 512-channel layer put 2 KiB between one
+// panel's positions, which fall into 1/32 of L2's sets.
+PYNN_TARGET_AVX512F void transpose_sample(const float* src, int64_t M, int64_t P, int64_t panels,
+                                          int64_t pstride, float* dst) {
+  const auto at = [&](int64_t q, int64_t m) -> float& {
+    return dst[(m / kNr) * pstride + q * kNr + m % kNr];
+  };
+  const int64_t ld = panels * kNr;
   int64_t q8 = 0;
   for (; q8 + 8 <= P; q8 += 8) {
     int64_t m8 = 0;
-    for (; m8 + 8 <= M; m8 += 8)
-      transpose8_block(src + m8 * P + q8, P, 8, dst + q8 * ld + m8, ld, 8);
+    for (; m8 + 8 <= M; m8 += 8)  // 8 x 8 blocks never straddle two panels
+      transpose8_block(src + m8 * P + q8, P, 8, &at(q8, m8), kNr, 8);
     for (int64_t q = q8; q < q8 + 8; ++q)
-      for (int64_t m = m8; m < ld; ++m) dst[q * ld + m] = m < M ? src[m * P + q] : 0.0f;
+      for (int64_t m = m8; m < ld; ++m) at(q, m) = m < M ? src[m * P + q] : 0.0f;
   }
   for (int64_t q = q8; q < P; ++q)
-    for (int64_t m = 0; m < ld; ++m) dst[q * ld + m] = m < M ? src[m * P + q] : 0.0f;
+    for (int64_t m = 0; m < ld; ++m) at(q, m) = m < M ? src[m * P + q] : 0.0f;
 }
 
 void pack_grad_output(const Conv2dGeom& g, const Plan& p, const float* gy, float* gyT) {
-  const int64_t ld = p.panels * kNr;
+  const int64_t pstride = p.positions * kNr;
   parallel_for(0, g.G * g.N, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t gi = i / g.N, n = i % g.N;
-      transpose_sample(gy + (n * g.Cout + gi * g.cout_g) * g.P, g.cout_g, g.P, ld,
-                       gyT + (gi * p.positions + n * g.P) * ld);
+      transpose_sample(gy + (n * g.Cout + gi * g.cout_g) * g.P, g.cout_g, g.P, p.panels, pstride,
+                       gyT + gi * p.panels * pstride + n * g.P * kNr);
     }
   });
 }
@@ -652,8 +660,7 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
                                     float* gw) {
 #if PYNN_BLOCKED_X86
   const Plan p = make_plan(g);
-  const int64_t ld = p.panels * kNr;
-  const int64_t x_elems = g.G * p.x_group, gy_elems = g.G * p.positions * ld;
+  const int64_t x_elems = g.G * p.x_group, gy_elems = g.G * p.panels * p.positions * kNr;
   const CallScratch scratch(x_elems + gy_elems);
   float* xb = scratch.data();
   float* gyT = xb + x_elems;  // x_elems is a multiple of 16: aligned
@@ -671,7 +678,7 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
     float* block = buf.data();
     block += (64 - reinterpret_cast<uintptr_t>(block) % 64) % 64 / sizeof(float);
     const float* xg = xb + gi * p.x_group + cb * p.cb_stride;
-    const float* gyg = gyT + gi * p.positions * ld + m0;
+    const float* gyg = gyT + (gi * p.panels + j) * p.positions * kNr;
     // Output rows in chunks of about kWeightChunk positions, so that their slices of gyT and
     // xb stay in L2 while the 2 * taps tiles pass over them.
     const int64_t rows = g.N * g.OH, chunk = std::max<int64_t>(1, kWeightChunk / g.OW);
@@ -683,7 +690,7 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
           // block[c * taps + t][32]: gw's order within a row
           for (int64_t h = 0; h < cn; h += 8)
             weight_tile(xg + toff + h, g, p, u0, u1, in.oh[2 * kh], in.oh[2 * kh + 1],
-                        in.ow[2 * kw], in.ow[2 * kw + 1], gyg, ld,
+                        in.ow[2 * kw], in.ow[2 * kw + 1], gyg, kNr,
                         block + (h * p.taps + t) * kNr, p.taps * kNr, u0 > 0);
         }
     }

@@ -27,8 +27,8 @@
 // dynamically by the threads, and each packs its own panel slice from the weight (so the
 // weight is read once per item, and no packed copy of it goes through memory).
 //
-// The weight gradient uses the same xb and grad_output transposed, gyT[group][n, oh, ow][32 *
-// panels]: a register tile of 8 channels of one tap x 32 output channels sums over chunks of
+// The weight gradient uses the same xb and grad_output transposed, gyT[group][panel][n, oh,
+// ow][32]: a register tile of 8 channels of one tap x 32 output channels sums over chunks of
 // 512 positions (two vector loads of gyT and 8 broadcasts from one line of xb per position);
 // items are (group, panel, channel block), each writing its own block of grad_weight.
 //
