@@ -17,8 +17,9 @@ inlined std:: templates such as a vector made once per call) are left alone. Fix
 forcing the callee inline (PYNN_ALWAYS_INLINE, PYNN_HOST_DEVICE) or adding `flatten` to the
 entry point, or by moving a cold call (an error path) out of the clone.
 
-It also checks that the GEMM's register-tile kernels (k512f_rows<8> and the like, gemm.cpp) keep
-their accumulators in registers: unless GCC unrolls the loops over the tile completely it keeps
+It also checks that the register-tile kernels of the GEMM (k512f_rows<8> and the like, gemm.cpp)
+and of the blocked convolution (blocked_tile<R, all taps>, conv_blocked.cpp) keep their
+accumulators in registers: unless GCC unrolls the loops over the tile completely it keeps
 the tile as an array on the stack outside the k loop, zeroes it there and reads it back for C,
 which cost 12% of the kernel's time in the LSTM step. Any full-width vector move between a ymm or
 zmm register and the stack in one of them is a finding (a scalar spill of alpha is not).
@@ -45,8 +46,9 @@ FUNC = re.compile(r"^[0-9a-f]+ <(.*)>:$")
 # A call, or a jmp (a tail call when it leaves the function), with its target's name.
 CALL = re.compile(r"\s(call|jmp)\w*\s+[0-9a-f]+ <(.*)>\s*$")
 OFFSET = re.compile(r"\+0x[0-9a-f]+$")
-# The GEMM's register-tile kernels (packed and in-place A), and a vector move to or from the stack.
-TILE_KERNEL = re.compile(r"::[kr](?:512|256)[fd]_rows<\d+>\(")
+# The register-tile kernels (the GEMM's, packed and in-place A, and the blocked convolution's),
+# and a vector move to or from the stack.
+TILE_KERNEL = re.compile(r"::(?:[kr](?:512|256)[fd]_rows<\d+>|blocked_tile<\d+, (?:true|false)>)\(")
 STACK_VECTOR = re.compile(r"\svmov\w*\s+(%[yz]mm\d+,\S*\(%r[sb]p\)|\S*\(%r[sb]p\),%[yz]mm\d+)")
 
 
@@ -136,13 +138,13 @@ def main() -> int:
         for clone, callee in bad:
             print(f"  {clone}\n      -> {callee}")
     if kernels == 0:
-        print("check_clones: no GEMM register-tile kernels found (renamed? update TILE_KERNEL)")
+        print("check_clones: no register-tile kernels found (renamed? update TILE_KERNEL)")
         return 1
     if not spills:
-        print(f"check_clones: {kernels} GEMM register-tile kernels, none moves vectors through "
+        print(f"check_clones: {kernels} register-tile kernels, none moves vectors through "
               "the stack")
     else:
-        print(f"check_clones: {len(spills)} GEMM register-tile kernels move vectors through the "
+        print(f"check_clones: {len(spills)} register-tile kernels move vectors through the "
               "stack:")
         for kernel, n in spills.items():
             print(f"  {kernel}: {n} moves")
