@@ -318,9 +318,10 @@ constexpr BlockedTileFn kBlockedTiles[2][kMr + 1] = {
 // layer at 7 x 7 positions has 18% of its products in the padding, at 14 x 14 9%). Rows in
 // [lo, hi) that still read padding (where a tile spans output rows) read zeros from xb.
 //
-// With row tiles, a tile's classes depend only on its output row oh and its place s in the row,
-// so they are grouped once per call for each (oh, s), the tile's pattern; tiles of 8 positions
-// across rows (narrow outputs) have a pattern each, grouped as the tile comes up.
+// With row tiles, a tile's classes depend only on which kernel rows its output row reaches inside
+// the input and on its place s in the row, so they are grouped once per call for each such
+// pair, the tile's pattern (a few kinds of rows, times the tiles of a row); tiles of 8
+// positions across rows (narrow outputs) have a pattern each, grouped as the tile comes up.
 class TapClasses {
  public:
   struct Class {
@@ -553,16 +554,32 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
   if (kblocks > 1) chunks = std::max(chunks, (p.tiles + kMaxItemTiles - 1) / kMaxItemTiles);
   chunks = std::clamp<int64_t>(chunks, 1, p.tiles);
   const int64_t items = g.G * p.panels * chunks;
-  // With row tiles: the pattern of every (oh, place s in the row), pattern oh * row_tiles + s.
+  // With row tiles: the patterns of every kind of output row (row_kind[oh]: rows that reach the
+  // same kernel rows inside the input, such as all the rows away from the top and bottom, are
+  // one kind) and place s in the row, pattern row_kind[oh] * row_tiles + s.
   const std::vector<int64_t> start = row_tile_starts(g, p);
+  std::vector<int64_t> row_kind(static_cast<size_t>(p.row_tiles > 0 ? g.OH : 0));
   TapClasses row_classes(g, p);
-  for (int64_t oh = 0; oh < g.OH && p.row_tiles > 0; ++oh)
-    for (int64_t s = 0; s < p.row_tiles; ++s) {
-      int64_t oh_at[kMr], ow_at[kMr];
-      const int rows = static_cast<int>(start[s + 1] - start[s]);
-      for (int r = 0; r < rows; ++r) oh_at[r] = oh, ow_at[r] = start[s] + r;
-      row_classes.add(oh_at, ow_at, rows);
+  {
+    const TapRanges in(g);
+    std::vector<std::pair<int64_t, int64_t>> kinds;  // (first, last + 1) kernel row inside
+    for (int64_t oh = 0; oh < static_cast<int64_t>(row_kind.size()); ++oh) {
+      std::pair<int64_t, int64_t> reach{g.KH, 0};
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        if (oh >= in.oh[2 * kh] && oh < in.oh[2 * kh + 1])
+          reach = {std::min(reach.first, kh), kh + 1};
+      const auto known = std::find(kinds.begin(), kinds.end(), reach);
+      row_kind[oh] = known - kinds.begin();
+      if (known != kinds.end()) continue;
+      kinds.push_back(reach);
+      for (int64_t s = 0; s < p.row_tiles; ++s) {
+        int64_t oh_at[kMr], ow_at[kMr];
+        const int rows = static_cast<int>(start[s + 1] - start[s]);
+        for (int r = 0; r < rows; ++r) oh_at[r] = oh, ow_at[r] = start[s] + r;
+        row_classes.add(oh_at, ow_at, rows);
+      }
     }
+  }
 
   for_each_item_dynamic(items, threads, [&](int64_t, int64_t it) {
     const int64_t chunk = it % chunks, j = (it / chunks) % p.panels, gi = it / (chunks * p.panels);
@@ -601,7 +618,7 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
             rows[r] = line + (ow0 + r) * g.sw * kCb;
             y_at[r] = y0 + ow0 + r;
           }
-          pattern = oh * p.row_tiles + s;
+          pattern = row_kind[oh] * p.row_tiles + s;
         } else {  // positions 8t .. 8t + n_rows - 1, across rows and samples
           const int64_t q0 = t * kMr;
           n_rows = static_cast<int>(std::min(kMr, p.positions - q0));
