@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -370,6 +372,8 @@ class TapClasses {
     pattern_.resize(1);
   }
 
+  const TapRanges& ranges() const { return ranges_; }
+
   // Pattern i's classes are [begin(i), end(i)).
   const Class* begin(int64_t i) const { return cls_.data() + pattern_[i]; }
   const Class* end(int64_t i) const { return cls_.data() + pattern_[i + 1]; }
@@ -463,14 +467,14 @@ void pack_grad_output(const Conv2dGeom& g, const Plan& p, const float* gy, float
 
 // out[8][32] (+)= sum over the positions of output rows [u0, u1) (u = n * OH + oh) of the 8
 // channels at `line` (tap and channel block applied; position (n, oh, ow) adds n * sample +
-// oh * row_step + ow * col_step) times the 32 values of gyT at the position (ld apart). Only
+// oh * row_step + ow * col_step) times the 32 values of the panel's gyT at the position. Only
 // the positions whose tap reads the input, oh in [oh_lo, oh_hi) and ow in [ow_lo, ow_hi), are
 // summed: the rest would add products with the zero padding. Row r of the tile is at out +
 // r * out_stride.
 PYNN_TARGET_AVX512F void weight_tile(const float* line, const Conv2dGeom& g, const Plan& p,
                                      int64_t u0, int64_t u1, int64_t oh_lo, int64_t oh_hi,
-                                     int64_t ow_lo, int64_t ow_hi, const float* gyT, int64_t ld,
-                                     float* out, int64_t out_stride, bool accumulate) {
+                                     int64_t ow_lo, int64_t ow_hi, const float* gyT, float* out,
+                                     int64_t out_stride, bool accumulate) {
   __m512 acc[8][2];
   for (int r = 0; r < 8; ++r)
     for (int v = 0; v < 2; ++v)
@@ -480,8 +484,8 @@ PYNN_TARGET_AVX512F void weight_tile(const float* line, const Conv2dGeom& g, con
     const int64_t n = u / g.OH, oh = u - n * g.OH;
     if (oh < oh_lo || oh >= oh_hi) continue;
     const float* a = line + n * p.sample + oh * row_step + ow_lo * col_step;
-    const float* gq = gyT + (u * g.OW + ow_lo) * ld;
-    for (int64_t ow = ow_lo; ow < ow_hi; ++ow, a += col_step, gq += ld) {
+    const float* gq = gyT + (u * g.OW + ow_lo) * kNr;
+    for (int64_t ow = ow_lo; ow < ow_hi; ++ow, a += col_step, gq += kNr) {
       const __m512 b0 = _mm512_load_ps(gq), b1 = _mm512_load_ps(gq + 16);
 #pragma GCC unroll 8
       for (int r = 0; r < 8; ++r) {
@@ -561,7 +565,7 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
   std::vector<int64_t> row_kind(static_cast<size_t>(p.row_tiles > 0 ? g.OH : 0));
   TapClasses row_classes(g, p);
   {
-    const TapRanges in(g);
+    const TapRanges& in = row_classes.ranges();
     std::vector<std::pair<int64_t, int64_t>> kinds;  // (first, last + 1) kernel row inside
     for (int64_t oh = 0; oh < static_cast<int64_t>(row_kind.size()); ++oh) {
       std::pair<int64_t, int64_t> reach{g.KH, 0};
@@ -596,7 +600,8 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
     const int cols = static_cast<int>(std::min(kNr, g.cout_g - m0));
     const float* bias = b ? b + gi * g.cout_g + m0 : nullptr;
     const float* xg = xb + gi * p.x_group;
-    TapClasses tile_classes(g, p);  // tiles across rows: one pattern at a time
+    std::optional<TapClasses> tile_classes;  // tiles across rows: one pattern at a time
+    if (p.row_tiles == 0) tile_classes.emplace(g, p);
     for (int64_t kb = 0; kb < kblocks; ++kb) {
       const int64_t cb0 = kb * kcb, ncb = std::min(kcb, p.cblocks - cb0);
       pack_panel(g, p, w, gi, j, cb0, ncb, B);
@@ -634,9 +639,9 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
               if (++oh == g.OH) oh = 0, ++n;
             }
           }
-          tile_classes.clear();
-          tile_classes.add(oh_at, ow_at, n_rows);
-          classes = &tile_classes;
+          tile_classes->clear();
+          tile_classes->add(oh_at, ow_at, n_rows);
+          classes = &*tile_classes;
           pattern = 0;
         }
         // The first K block starts the sums: in registers when the first class (if any) spans
@@ -707,8 +712,8 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
           // block[c * taps + t][32]: gw's order within a row
           for (int64_t h = 0; h < cn; h += 8)
             weight_tile(xg + toff + h, g, p, u0, u1, in.oh[2 * kh], in.oh[2 * kh + 1],
-                        in.ow[2 * kw], in.ow[2 * kw + 1], gyg, kNr,
-                        block + (h * p.taps + t) * kNr, p.taps * kNr, u0 > 0);
+                        in.ow[2 * kw], in.ow[2 * kw + 1], gyg, block + (h * p.taps + t) * kNr,
+                        p.taps * kNr, u0 > 0);
         }
     }
     unpack_block(block, mn, cn * p.taps, g.kcol, gw + (gi * g.cout_g + m0) * g.kcol + c0 * p.taps);
