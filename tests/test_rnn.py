@@ -186,6 +186,59 @@ def test_rnn_cell_parity(nl, bias, batch, device, dtype):
     _check_grads(ref, ours, [xs[0], hs[0]], [xs[1], hs[1]], dtype)
 
 
+@pytest.mark.parametrize("cls", ["LSTMCell", "RNNCell"])
+def test_cells_take_strided_inputs_and_states(cls, device):
+    """The cells read x, h and c with any strides: a column slice keeps unit stride in its last
+    dimension and goes in as it is; a transposed tensor is made row-major first."""
+    ref, ours = _pair(getattr(torch.nn, cls), getattr(pynn.nn, cls), 6, 7, device=device)
+    x = torch.randn(4, 10, device=device)[:, 2:8]          # row stride 10, column stride 1
+    h = torch.randn(7, 4, device=device).t()               # column stride 7
+    c = torch.randn(4, 14, device=device)[:, ::2]          # column stride 2
+    assert not (x.is_contiguous() or h.is_contiguous() or c.is_contiguous())
+    state = (h, c) if cls == "LSTMCell" else h
+    a, b = ref(x, state), ours(x, state)
+    for p, q in zip(b if cls == "LSTMCell" else [b], a if cls == "LSTMCell" else [a]):
+        assert_close(p, q)
+
+
+class _Halve(torch.nn.Module):
+    def forward(self, w):
+        return 0.5 * w
+
+
+def test_cells_follow_parametrized_and_swapped_weights(device):
+    """The cells read their weights from _parameters for speed; a parametrization (which moves
+    a weight out of _parameters) and torch.func.functional_call (which swaps the tensors in)
+    must still reach the kernels, as they reach torch's cells."""
+    from torch.nn.utils import parametrize
+
+    ref, ours = _pair(torch.nn.LSTMCell, pynn.nn.LSTMCell, 3, 4, device=device)
+    x = torch.randn(2, 3, device=device)
+    hc = (torch.randn(2, 4, device=device), torch.randn(2, 4, device=device))
+    swapped = {k: torch.randn_like(v) for k, v in ref.named_parameters()}
+    a = torch.func.functional_call(ref, swapped, (x, hc))
+    b = torch.func.functional_call(ours, swapped, (x, hc))
+    assert_close(b[0], a[0])
+    assert_close(b[1], a[1])
+    assert not torch.allclose(b[0], ours(x, hc)[0])  # the swap changed the result
+
+    for m in (ref, ours):
+        parametrize.register_parametrization(m, "weight_hh", _Halve())
+    assert "weight_hh" not in ours._parameters
+    a, b = ref(x, hc), ours(x, hc)
+    assert_close(b[0], a[0])
+    assert_close(b[1], a[1])
+    a[0].sum().backward()
+    b[0].sum().backward()
+    assert_close(ours.parametrizations.weight_hh.original.grad,
+                 ref.parametrizations.weight_hh.original.grad)
+
+    rref, rours = _pair(torch.nn.RNNCell, pynn.nn.RNNCell, 3, 4, device=device)
+    for m in (rref, rours):
+        parametrize.register_parametrization(m, "weight_ih", _Halve())
+    assert_close(rours(x, hc[0]), rref(x, hc[0]))
+
+
 def test_cell_step_loop_matches_sequence_layer(device):
     """An LSTMCell stepped by hand and a one-layer LSTM with the same weights agree."""
     cell = pynn.nn.LSTMCell(3, 4, device=device)
