@@ -10,8 +10,8 @@
 //  - channels (forward only): at most 4 input channels and 16, 32, 48 or 64 output channels (the
 //    first layer of AlexNet, VGG, ResNet, GoogLeNet on RGB images). The output channels are the
 //    vector lanes and a few positions of a row are broadcast from the input, so no lane is idle
-//    whatever the width or stride; positions whose window crosses the padding take the same
-//    kernel one at a time with the taps outside skipped.
+//    whatever the width or stride; the columns whose windows cross the left or right padding
+//    take the same kernel down a block of rows, on a zero-bordered copy of the column's strip.
 //
 // Both run for float32, one group, on CPUs whose GEMM kernel choice is AVX-512
 // (PYNN_GEMM_KERNEL honoured); PYNN_CONV_DIRECT=0 turns them off (the tests use it to cover the
@@ -19,8 +19,11 @@
 // thread keeps a zero-padded copy of the one sample it works on (at most 16 planes of
 // (H + pads) x (W + pads) floats, grow-only; for the input gradient the sample of grad_output,
 // padded by K - 1 - pad), and the weight gradient pads the whole input once per call
-// (N x C x (H + pads) x (W + pads) floats, freed after it). The channels kernel keeps a block
-// of Cout x OW outputs per thread before writing it out as NCHW (at most 64 x OW floats).
+// (N x C x (H + pads) x (W + pads) floats, freed after it). The channels kernel keeps, per
+// thread, a row of Cout x OW outputs before writing it out as NCHW (at most 64 x (OW + 24)
+// floats), the edge columns' outputs for a block of R = 24 / (Cout / 16) rows (at most
+// 64 x R per edge column) and one edge strip (C x ((R - 1) sh + (KH - 1) dh + 1) x
+// ((KW - 1) dw + 1) floats).
 #include <algorithm>
 #include <cstdint>
 
