@@ -488,16 +488,23 @@ def test_lstm_inference_ring_matches_full_workspaces(I, H, proj, layers, bidir, 
 
 # The CPU's loops over a ring: the fused region (input projection per step), the wide input
 # that projects a run at a time before a region per run (I = 1200), and the step-by-step loop.
-@pytest.mark.parametrize("I,loop,threads", [(6, "fused", 2), (6, "fused", 3), (1200, "fused", 2),
-                                             (1200, "steps", 1), (6, "steps", 1)])
-def test_cpu_lstm_inference_ring_loops(I, loop, threads, cpu_threads, monkeypatch):
+# Without a backward the fused region keeps each thread's gates and cells in its own buffers
+# (csrc/cpu/rnn.cpp, OwnBuffers): 2 and 3 threads own slices that start past unit 0, whose
+# biases sit H apart while their gates sit nu apart, and the last cells reach c_n (and, with
+# I = 1200, the next run's first step) through the ring.
+@pytest.mark.parametrize("I,loop,threads,proj,bias", [
+    (6, "fused", 2, 0, True), (6, "fused", 3, 0, True), (6, "fused", 2, 5, True),
+    (6, "fused", 3, 0, False), (1200, "fused", 2, 0, True), (1200, "steps", 1, 0, True),
+    (6, "steps", 1, 0, True)])
+def test_cpu_lstm_inference_ring_loops(I, loop, threads, proj, bias, cpu_threads, monkeypatch):
     cpu_threads(threads)
     monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
     monkeypatch.setenv("PYNN_RNN_LOOP", loop)
     T, N, H, dtype = 9, 4, 67, torch.float64
-    ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, 1, bidirectional=True, dtype=dtype)
+    ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, 1, bias=bias, bidirectional=True,
+                      proj_size=proj, dtype=dtype)
     x = torch.randn(T, N, I, dtype=dtype)
-    h0, c0 = torch.randn(2, N, H, dtype=dtype), torch.randn(2, N, H, dtype=dtype)
+    h0, c0 = torch.randn(2, N, proj or H, dtype=dtype), torch.randn(2, N, H, dtype=dtype)
     with torch.no_grad():
         out_r, (hn_r, cn_r) = ref(x, (h0, c0))
     for ring in (2, 4):
@@ -555,7 +562,7 @@ def test_kernel_rejects_inconsistent_views():
     gates, cs = torch.empty(3, 2, 20), torch.empty(3, 2, 5)
     a = R._absent(x)
     args = [B.view(t) for t in (x, h0, c0, w_ih, w_hh)] + [a, a, a] + \
-        [B.view(t) for t in (y, hn, cn, gates, cs)] + [a, False]
+        [B.view(t) for t in (y, hn, cn, gates, cs)] + [a, False, True]
     B.launch("lstm_forward", x, *args)  # consistent: runs
     bad = list(args)
     bad[11] = B.view(torch.empty(3, 2, 19))
@@ -602,7 +609,7 @@ def test_strided_sequences_take_the_per_step_gemm_path(device):
         a = R._absent(x)
         B.launch("lstm_forward", x, B.view(x), B.view(h0), B.view(c0), B.view(w_ih),
                  B.view(w_hh), a, a, a, B.view(y), B.view(hn), B.view(cn), B.view(gates),
-                 B.view(cs), a, False)
+                 B.view(cs), a, False, True)
         return y, cn
 
     y1, c1 = forward(x)

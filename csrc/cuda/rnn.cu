@@ -221,7 +221,7 @@ void lstm_forward_cuda(const TensorView& x, const TensorView& h0, const TensorVi
                        const TensorView& w_ih, const TensorView& w_hh, const TensorView& b_ih,
                        const TensorView& b_hh, const TensorView& w_hr, const TensorView& y,
                        const TensorView& hn, const TensorView& cn, const TensorView& gates,
-                       const TensorView& cs, const TensorView& hr, bool reverse,
+                       const TensorView& cs, const TensorView& hr, bool reverse, bool saved,
                        uintptr_t stream) {
   rnn::check_lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, hn, cn, gates, cs, hr);
   check_device(x, Device::CUDA, "lstm_forward", "input");
@@ -229,8 +229,9 @@ void lstm_forward_cuda(const TensorView& x, const TensorView& h0, const TensorVi
   dispatch_floating(x.dtype, "lstm_forward", "input", [&](auto tag) {
     using T = decltype(tag);
     rnn::CudaBackend<T> be{cuda::as_stream(stream)};
+    // the step loop writes every workspace whatever `saved` says
     rnn::lstm_forward_loop<T>(be, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, hn, cn, gates, cs,
-                              hr, reverse);
+                              hr, reverse, saved);
   });
 }
 

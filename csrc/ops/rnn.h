@@ -15,7 +15,9 @@
 //   hr    [T, B, H]   o * tanh(c) before the projection (only with a projection)
 // A forward that no backward will follow may pass all three with S steps instead of T, 2 <= S
 // < T: a ring in which step t lives in slot t % S, so an inference pass over a long sequence
-// needs S steps of workspace rather than T.
+// needs S steps of workspace rather than T. `saved` says whether a backward will read gates, cs
+// and hr: when it is false the CPU loop may keep a thread's gates and cells in buffers of its
+// own, and then leaves gates and all steps of cs but the last unspecified.
 // and for the backward only: dgates [T, B, G*H] (gradient of the pre-activations), with a
 // projection dy [T, B, P] and dhr [B, H].
 // kind (RNN): the nonlinearity code of csrc/math/activation.h, Tanh = 1, ReLU = 2.
@@ -29,7 +31,7 @@ void lstm_forward_cpu(const TensorView& x, const TensorView& h0, const TensorVie
                       const TensorView& w_ih, const TensorView& w_hh, const TensorView& b_ih,
                       const TensorView& b_hh, const TensorView& w_hr, const TensorView& y,
                       const TensorView& hn, const TensorView& cn, const TensorView& gates,
-                      const TensorView& cs, const TensorView& hr, bool reverse);
+                      const TensorView& cs, const TensorView& hr, bool reverse, bool saved);
 void lstm_backward_cpu(const TensorView& x, const TensorView& h0, const TensorView& c0,
                        const TensorView& w_ih, const TensorView& w_hh, const TensorView& w_hr,
                        const TensorView& y, const TensorView& gates, const TensorView& cs,
@@ -62,7 +64,7 @@ void lstm_forward_cuda(const TensorView& x, const TensorView& h0, const TensorVi
                        const TensorView& w_ih, const TensorView& w_hh, const TensorView& b_ih,
                        const TensorView& b_hh, const TensorView& w_hr, const TensorView& y,
                        const TensorView& hn, const TensorView& cn, const TensorView& gates,
-                       const TensorView& cs, const TensorView& hr, bool reverse,
+                       const TensorView& cs, const TensorView& hr, bool reverse, bool saved,
                        uintptr_t stream);
 void lstm_backward_cuda(const TensorView& x, const TensorView& h0, const TensorView& c0,
                         const TensorView& w_ih, const TensorView& w_hh, const TensorView& w_hr,

@@ -158,6 +158,7 @@ struct LstmForwardSteps {
   Weight<T> w_hr;       // [P, H], null without a projection
   Mat<T> h0, c0;
   bool reverse;
+  bool saved;           // a backward reads G, C and HR (else only C's last step is read)
 };
 
 template <class T>
@@ -316,7 +317,7 @@ void lstm_forward_loop(Be& be, const TensorView& x, const TensorView& h0, const 
                        const TensorView& w_ih, const TensorView& w_hh, const TensorView& b_ih,
                        const TensorView& b_hh, const TensorView& w_hr, const TensorView& y,
                        const TensorView& hn, const TensorView& cn, const TensorView& gates,
-                       const TensorView& cs, const TensorView& hr, bool reverse) {
+                       const TensorView& cs, const TensorView& hr, bool reverse, bool saved) {
   const int64_t steps = x.size(0), batch = x.size(1), I = x.size(2);
   const int64_t H = cs.size(2), P = y.size(2);
   const bool proj = w_hr.numel() > 0;
@@ -327,7 +328,7 @@ void lstm_forward_loop(Be& be, const TensorView& x, const TensorView& h0, const 
   const T* bh = ptr_or_null<T>(b_hh);
   be.lstm_forward_recurrence(LstmForwardSteps<T>{
       steps, batch, I, H, P, X, weight<T>(w_ih), Gt, C, HR, Y, bi, bh, weight<T>(w_hh), proj ? weight<T>(w_hr) : Weight<T>{},
-      mat<T>(h0), mat<T>(c0), reverse});
+      mat<T>(h0), mat<T>(c0), reverse, saved});
   const int64_t last = reverse ? 0 : steps - 1;
   const Mat<T> h_prev = Y.at(last), c_prev = C.at(last);
   be.copy(batch, P, h_prev, mat<T>(hn));

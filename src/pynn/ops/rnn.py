@@ -71,7 +71,7 @@ class LSTMCellFunction(torch.autograd.Function):
         # h_n / c_n are the step's own output buffers: the kernel sees they alias and skips the copy.
         B.launch("lstm_forward", input, _step(input), B.view(hx), B.view(cx), B.view(w_ih),
                  B.view(w_hh), _opt(b_ih, input), _opt(b_hh, input), absent, _as_step(vh), vh,
-                 vc, B.view(gates), _as_step(vc), absent, False)
+                 vc, B.view(gates), _as_step(vc), absent, False, ctx is not None)
         if ctx is not None:
             ctx.save_for_backward(input, hx, cx, w_ih, w_hh, h, c)
             ctx.gates = gates
@@ -243,7 +243,7 @@ class RecurrentFunction(torch.autograd.Function):
                                  B.view(c0[k]), B.view(w_ih), B.view(w_hh), _opt(b_ih, input),
                                  _opt(b_hh, input), _opt(w_hr, input), B.view(y),
                                  B.view(h_n[k]), B.view(c_n[k]), B.view(gates), B.view(cs),
-                                 _opt(hr, input), d == 1)
+                                 _opt(hr, input), d == 1, keep)
                     work.append((gates, cs, hr) if keep else None)
                 else:
                     B.launch("rnn_forward", input, B.view(layer_in), B.view(h0[k]),
