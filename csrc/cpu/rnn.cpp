@@ -559,16 +559,23 @@ bool single_step_in_place(int64_t batch) {
 // The region of one step with the weights in place: thread k owns units [u0, u0 + nu) of H,
 // packs X^T and h0^T, and writes rows q * H + u0 ... of each of the `blocks` gate blocks:
 // out[:, q * H + u0 + j] = x @ W_ih[q * H + u0 + j]^T + h0 @ W_hh[q * H + u0 + j]^T. Then
-// pointwise(u0, nu) finishes its units; a thread needs only the inputs, so there is no barrier.
+// pointwise(u0, nu, g, gs) finishes its units from g, where gate q of unit u0 + j in row b is
+// g.row(b)[q * gs + j]; a thread needs only the inputs, so there is no barrier. With own_out
+// (no backward reads the gates), g is the thread's own [B][blocks][nu] scratch instead of its
+// slices of out (see OwnBuffers below), and out is not written.
 template <class T, class Pointwise>
 void in_place_step(int64_t B, int64_t I, int64_t H, int blocks, const Weight<T>& w_ih,
-                   const Weight<T>& w_hh, Mat<T> x, Mat<T> h0, Mat<T> out,
+                   const Weight<T>& w_hh, Mat<T> x, Mat<T> h0, Mat<T> out, bool own_out,
                    const Pointwise& pointwise) {
   const GemmPacking<T> gp;
   const int planned = recurrence_threads(2.0 * B * blocks * H * (I + H));
+  auto own_size = [&](int64_t nu) {
+    return own_out ? round64(static_cast<size_t>(B * blocks * nu), sizeof(T)) : size_t(0);
+  };
   auto weights = [&](int nt, int k) {
     const auto [u0, u1] = unit_slice(H, nt, k);
-    return blocks * (weight_rows_size(w_ih, u1 - u0, I) + weight_rows_size(w_hh, u1 - u0, H));
+    return own_size(u1 - u0) +
+           blocks * (weight_rows_size(w_ih, u1 - u0, I) + weight_rows_size(w_hh, u1 - u0, H));
   };
   const size_t x_in = round64(gp.x_size(B, I), sizeof(T));
   run_region<T>(planned, x_in + gp.x_size(B, H), weights,
@@ -577,27 +584,30 @@ void in_place_step(int64_t B, int64_t I, int64_t H, int blocks, const Weight<T>&
     const int64_t nu = u1 - u0;
     if (nu == 0) return;
     T* Xh = Xp + x_in;
+    const Mat<T> g = own_out ? Mat<T>{W, blocks * nu} : Mat<T>{out.p + u0, out.rs};
+    const int64_t gs = own_out ? nu : H;
+    W += own_size(nu);
     gp.pack_x(B, I, x.p, x.rs, 1, Xp);
     gp.pack_x(B, H, h0.p, h0.rs, 1, Xh);
     for (int q = 0; q < blocks; ++q) {
       const Weight<T> wi = weight_rows(w_ih, q * H + u0, nu, I, &W);
       const Weight<T> wh = weight_rows(w_hh, q * H + u0, nu, H, &W);
       const typename GemmPacking<T>::Term terms[2] = {{wi.p, wi.rs, Xp, I}, {wh.p, wh.rs, Xh, H}};
-      gp.multiply_rows(B, nu, terms, 2, out.p + q * H + u0, out.rs);
+      gp.multiply_rows(B, nu, terms, 2, g.p + q * gs, g.rs);
     }
-    pointwise(u0, nu);
+    pointwise(u0, nu, g, gs);
   });
 }
 
 template <class T>
 void lstm_forward_single_step(const LstmForwardSteps<T>& a) {
-  const Mat<T> g = a.G.at(0), c = a.C.at(0), h = a.Y.at(0);
-  in_place_step<T>(a.batch, a.I, a.H, 4, a.w_ih, a.w_hh, a.X.at(0), a.h0, g,
-                   [&](int64_t u0, int64_t nu) {
+  const Mat<T> c = a.C.at(0), h = a.Y.at(0);
+  in_place_step<T>(a.batch, a.I, a.H, 4, a.w_ih, a.w_hh, a.X.at(0), a.h0, a.G.at(0), !a.saved,
+                   [&](int64_t u0, int64_t nu, Mat<T> g, int64_t gs) {
     const T* bi = a.bi ? a.bi + u0 : nullptr;
     const T* bh = a.bh ? a.bh + u0 : nullptr;
     for (int64_t b = 0; b < a.batch; ++b)
-      lstm_row_forward(nu, a.H, a.H, g.row(b) + u0, bi, bh, a.c0.row(b) + u0, c.row(b) + u0,
+      lstm_row_forward(nu, gs, a.H, g.row(b), bi, bh, a.c0.row(b) + u0, c.row(b) + u0,
                        h.row(b) + u0);
   });
 }
@@ -801,8 +811,9 @@ void lstm_backward_fused(const LstmBackwardSteps<T>& a) {
 template <class T>
 void rnn_forward_single_step(const RnnForwardSteps<T>& a) {
   const Mat<T> y = a.Y.at(0);
-  in_place_step<T>(a.batch, a.I, a.H, 1, a.w_ih, a.w_hh, a.X.at(0), a.h0, y,
-                   [&](int64_t u0, int64_t nu) {
+  // the pre-activations go to y itself, the step's output, and become h there
+  in_place_step<T>(a.batch, a.I, a.H, 1, a.w_ih, a.w_hh, a.X.at(0), a.h0, y, false,
+                   [&](int64_t u0, int64_t nu, Mat<T>, int64_t) {
     const T* bi = a.bi ? a.bi + u0 : nullptr;
     const T* bh = a.bh ? a.bh + u0 : nullptr;
     for (int64_t b = 0; b < a.batch; ++b) rnn_row_forward(a.kind, nu, y.row(b) + u0, bi, bh);
