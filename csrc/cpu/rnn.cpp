@@ -620,15 +620,16 @@ void lstm_forward_single_step(const LstmForwardSteps<T>& a) {
 // round trip of 350 ns rather than 55), and the 2-thread T100 x B32 x 128 -> 256 inference
 // forward went from 13.5 to 20.4 ms there, torch's from 13.1 to 15.0. With own buffers: 12.8 ms
 // either way. The cells' last step still goes to C, where the caller reads c_n (and the next
-// run of steps its c_prev); the gates' own buffer needs the input projection inside the loop.
+// run of steps its c_prev). Where the input projection ran as one GEMM before the loop, each
+// step copies the thread's slices of it into the own gates (read once, never written back).
 // With a backward to follow, copying the own buffers out at every step cost back the gain.
 template <class T>
 struct OwnBuffers {
-  T* g = nullptr;      // [B][4][nu], with the input projection fused
+  T* g = nullptr;      // [B][4][nu]
   T* c[2] = {};        // [B][nu], steps alternate between them
-  static size_t size(const LstmForwardSteps<T>& a, bool fuse, int64_t nu) {
+  static size_t size(const LstmForwardSteps<T>& a, int64_t nu) {
     if (a.saved) return 0;
-    return (fuse ? round64(static_cast<size_t>(a.batch * 4 * nu), sizeof(T)) : 0) +
+    return round64(static_cast<size_t>(a.batch * 4 * nu), sizeof(T)) +
            2 * round64(static_cast<size_t>(a.batch * nu), sizeof(T));
   }
 };
@@ -648,7 +649,7 @@ void lstm_forward_fused(Be& be, const LstmForwardSteps<T>& a) {
       const auto [p0, p1] = unit_slice(P, nt, k);
       n += round64(gp.b_size(H, p1 - p0), sizeof(T));
     }
-    return n + OwnBuffers<T>::size(a, fuse, u1 - u0);
+    return n + OwnBuffers<T>::size(a, u1 - u0);
   };
   // Steps [s0, s1) as one region, the recurrent weights packed once for them all.
   auto region = [&](int64_t s0, int64_t s1) {
@@ -667,10 +668,8 @@ void lstm_forward_fused(Be& be, const LstmForwardSteps<T>& a) {
       OwnBuffers<T> own;
       if (!a.saved) {
         T* o = Wr + (proj ? round64(gp.b_size(H, np), sizeof(T)) : 0);
-        if (fuse) {
-          own.g = o;
-          o += round64(static_cast<size_t>(B * 4 * nu), sizeof(T));
-        }
+        own.g = o;
+        o += round64(static_cast<size_t>(B * 4 * nu), sizeof(T));
         own.c[0] = o;
         own.c[1] = o + round64(static_cast<size_t>(B * nu), sizeof(T));
       }
@@ -702,6 +701,12 @@ void lstm_forward_fused(Be& be, const LstmForwardSteps<T>& a) {
         const int64_t t = time_of(s);
         const Mat<T> g = gates(s), c = cells(s), h = (proj ? a.HR : a.Y).at(t);
         if (nu > 0) {
+          if (own.g && !fuse) {  // the projection computed before the loop
+            const Mat<T> x = a.G.at(t);
+            for (int64_t b = 0; b < B; ++b)
+              for (int q = 0; q < 4; ++q)
+                std::copy(x.row(b) + q * H + u0, x.row(b) + q * H + u1, g.row(b) + q * nu);
+          }
           gp.pack_a(B, P, h_prev.p, h_prev.rs, 1, Ap);
           for (int q = 0; q < 4; ++q)
             gp.multiply(B, nu, P, T(1), Ap, W + q * hsz, T(1), g.p + q * gs, g.rs);
