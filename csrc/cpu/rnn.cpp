@@ -618,11 +618,13 @@ void lstm_forward_single_step(const LstmForwardSteps<T>& a) {
 // H = 256, and writing them kept cache lines moving between the cores; on this machine's
 // virtual CPUs that cost grew sixfold whenever the two landed on distant cores (a cache-line
 // round trip of 350 ns rather than 55), and the 2-thread T100 x B32 x 128 -> 256 inference
-// forward went from 13.5 to 20.4 ms there, torch's from 13.1 to 15.0. With own buffers: 12.8 ms
-// either way. The cells' last step still goes to C, where the caller reads c_n (and the next
-// run of steps its c_prev). Where the input projection ran as one GEMM before the loop, each
-// step copies the thread's slices of it into the own gates (read once, never written back).
-// With a backward to follow, copying the own buffers out at every step cost back the gain.
+// forward went from 13.5 to 20.4 ms there, torch's from 13.1 to 15.0. With own buffers it took
+// 12.7-13.3 ms with near cores and 13.3 against 20.8 in a measured run with distant ones (the
+// placement changes by itself from one minute to the next). The cells' last step still goes to
+// C, where the caller reads c_n (and the next run of steps its c_prev). Where the input
+// projection ran as one GEMM before the loop, each step copies the thread's slices of it into
+// the own gates (read once, never written back). With a backward to follow, copying the own
+// buffers out at every step cost back the gain.
 template <class T>
 struct OwnBuffers {
   T* g = nullptr;      // [B][4][nu]
