@@ -70,6 +70,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cxx_compiler") = PYNN_CXX_COMPILER;
   m.def("get_num_threads", &pynn::get_num_threads);
   m.def("set_num_threads", &pynn::set_num_threads);
+  m.def("core_round_trip_ns", &pynn::core_round_trip_ns, py::arg("max_round_trips") = 100000,
+        py::call_guard<py::gil_scoped_release>());
 
   // ---- kernels ----
   PYNN_DEF(m, matmul);

@@ -101,6 +101,10 @@ def test_quick_run_writes_csv_markdown_and_charts(tmp_path, device, capsys):
     assert float(fwd["intensity"]) == pytest.approx(1 / 8)
     assert float(fwd["pynn_frac_copy_bw"]) > 0 and float(fwd["pynn_frac_roofline"]) > 0
     assert by["tanh/5x3/forward"]["pynn_gflops"] == ""  # no FLOP count, no rate
+    if device == "cpu":  # measured before every case, failed ones included
+        assert all(0 < float(r["core_rt_ns"]) < 1e6 for r in rows)
+    else:
+        assert all(r["core_rt_ns"] == "" for r in rows)
 
     assert by["broken/make/forward"]["status"] == "error"
     assert "NotImplementedError: no kernel for this device" in by["broken/make/forward"]["error"]
@@ -115,6 +119,8 @@ def test_quick_run_writes_csv_markdown_and_charts(tmp_path, device, capsys):
         assert label in md
     if device == "cuda":
         assert "| GPU |" in md and "| driver / CUDA |" in md
+    else:
+        assert "| core round trip |" in md
     assert "| 7x33 | forward+backward |" in md
     assert "| broken/make/forward | error |" in md
 
@@ -123,6 +129,24 @@ def test_quick_run_writes_csv_markdown_and_charts(tmp_path, device, capsys):
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
     assert (tmp_path / "machine.json").stat().st_size > 0
     assert "5 cases: 3 ok, 2 errors" in capsys.readouterr().out
+
+
+def test_core_round_trip_probe_and_far_core_note():
+    """The probe returns a time per round trip and refuses a count below one; results.md names
+    the cases that started with a round trip over FAR_CORES times the run's lowest."""
+    from pynn import _backend
+    from pynn.bench import report
+
+    rt = _backend._C.core_round_trip_ns(2000)
+    assert 0 < rt < 1e6
+    with pytest.raises(ValueError, match="max_round_trips must be >= 1"):
+        _backend._C.core_round_trip_ns(0)
+    rows = [{"case": "a", "core_rt_ns": 60.0}, {"case": "b", "core_rt_ns": 170.0},
+            {"case": "c", "core_rt_ns": 350.0}, {"case": "d", "core_rt_ns": ""}]
+    (note,) = report._far_core_notes(rows)
+    assert "c (350 ns)" in note and "b (" not in note and "lowest (60 ns)" in note
+    assert report._far_core_notes(rows[:2]) == []
+    assert report._far_core_notes([{"case": "x", "core_rt_ns": ""}]) == []
 
 
 def test_strict_exit_status_counts_error_rows(tmp_path):

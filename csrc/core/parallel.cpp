@@ -1,5 +1,7 @@
 #include "core/parallel.h"
 
+#include "core/error.h"
+
 // Two implementations of one interface. Built with OpenMP (the default wherever the compiler
 // has it), parallel work runs on the OpenMP runtime. pynn imports torch before its own module,
 // and torch's CPU builds bring their libgomp under the soname libgomp.so.1, which is the
@@ -10,6 +12,8 @@
 // LeNet-sized convolution right after a 7 us torch op.) Without OpenMP, a pool of our own.
 
 #include <algorithm>
+#include <chrono>
+#include <limits>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -237,6 +241,42 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain,
 void parallel_region(int nthreads, const std::function<void(int, int)>& f) {
   nthreads = std::min(nthreads, get_num_threads());
   if (nthreads <= 1 || nested() || !run_team(nthreads, f)) f(0, 1);
+}
+
+double core_round_trip_ns(int64_t max_round_trips) {
+  PYNN_CHECK(max_round_trips >= 1, "core_round_trip_ns: max_round_trips must be >= 1, got ",
+             max_round_trips);
+  using Clock = std::chrono::steady_clock;
+  // even: the partner's turn to answer (it writes n + 1); odd: ours; -1: stop
+  alignas(64) std::atomic<int64_t> line{0};
+  auto wait_for = [&](int64_t want) {
+    for (int spins = 0; line.load(std::memory_order_acquire) != want; ++spins)
+      if (spins > 4000) std::this_thread::yield();  // a single CPU: let the partner run
+  };
+  std::thread partner([&] {
+    for (int64_t v = 0;; v += 2) {
+      int64_t now;
+      for (int spins = 0; (now = line.load(std::memory_order_acquire)) != v && now >= 0; ++spins)
+        if (spins > 4000) std::this_thread::yield();
+      if (now < 0) return;
+      line.store(v + 1, std::memory_order_release);
+    }
+  });
+  wait_for(1);  // the partner runs: its start-up is not a round trip
+  const auto start = Clock::now();
+  const auto limit = start + std::chrono::milliseconds(20);
+  int64_t done = 0;
+  while (done < max_round_trips) {
+    line.store(2 * done + 2, std::memory_order_release);
+    wait_for(2 * done + 3);
+    ++done;
+    if ((done & 255) == 0 && Clock::now() > limit) break;
+  }
+  const auto end = Clock::now();
+  line.store(-1, std::memory_order_release);
+  partner.join();
+  if (done == 0) return std::numeric_limits<double>::quiet_NaN();
+  return std::chrono::duration<double, std::nano>(end - start).count() / static_cast<double>(done);
 }
 
 unsigned SpinBarrier::arrive() {

@@ -41,6 +41,14 @@ void for_each_item_dynamic(int64_t n_items, int64_t slots, F&& f) {
 // at the barrier): allocate and check before the region.
 void parallel_region(int nthreads, const std::function<void(int, int)>& f);
 
+// The mean time, in nanoseconds, for a value to go from this thread to a new one and back through
+// one cache line, over up to max_round_trips round trips or about 20 ms, whichever ends first.
+// On a virtual machine the placement of its CPUs on the host can change while it runs: the
+// benchmarks record this next to every case, because kernels whose threads exchange data at
+// every step (an RNN time loop) slow down when it grows (55 ns against 350 ns on the machine
+// this was written on). Returns NaN if no round trip completed.
+double core_round_trip_ns(int64_t max_round_trips);
+
 // A reusable barrier for the threads of one parallel_region. Waiters spin briefly (a time step
 // is a few microseconds, far less than a futex round trip) and then yield, so a thread that
 // the OS has descheduled on a busy machine is not starved by the spinning of the others.

@@ -80,6 +80,11 @@ def machine_lines(result: RunResult) -> list[str]:
         if _num(c.gemm_tf32_gflops):
             gemm += f"; torch with TF32: {c.gemm_tf32_gflops:.1f} GFLOP/s"
         rows.append(("GEMM ceiling", gemm))
+    rt = sorted(r["core_rt_ns"] for r in result.rows if _num(r.get("core_rt_ns")))
+    if rt:
+        rows.append(("core round trip", f"{rt[len(rt) // 2]:.0f} ns median before a case, "
+                                        f"{rt[0]:.0f}-{rt[-1]:.0f} ns range (a cache line "
+                                        "between two threads and back)"))
     preset = "quick" if s.quick else "full"
     rows.append(("method", f"{preset}: median of up to {s.resolved('repeats')} interleaved "
                            f"samples of >= {1e3 * s.resolved('min_time'):g} ms each after "
@@ -88,6 +93,26 @@ def machine_lines(result: RunResult) -> list[str]:
                            + ("; CUDA events after a synchronise" if s.device == "cuda" else "")))
     rows.append(("run time", f"{result.seconds:.0f} s"))
     return _table(["", ""], rows)
+
+
+# A case whose round trip before it was this many times the run's lowest ran with the threads
+# on distant cores (on a virtual machine the host may move them at any time).
+FAR_CORES = 3.0
+
+
+def _far_core_notes(rows: list[dict]) -> list[str]:
+    rt = [r["core_rt_ns"] for r in rows if _num(r.get("core_rt_ns"))]
+    if not rt:
+        return []
+    floor = min(rt)
+    far = [r for r in rows if _num(r.get("core_rt_ns")) and r["core_rt_ns"] > FAR_CORES * floor]
+    if not far:
+        return []
+    names = ", ".join(f"{r['case']} ({r['core_rt_ns']:.0f} ns)" for r in far)
+    return [f"{len(far)} case(s) started with a core round trip over {FAR_CORES:g}x the run's "
+            f"lowest ({floor:.0f} ns), i.e. with the threads on distant cores, where kernels "
+            f"that exchange data between threads at every step slow down: {names}. Rerun them "
+            "before comparing."]
 
 
 def write_markdown(result: RunResult, path: Path, chart_notes: list[str]) -> None:
@@ -155,7 +180,7 @@ def write_markdown(result: RunResult, path: Path, chart_notes: list[str]) -> Non
         lines += ["## Errors and skipped cases", ""]
         lines += _table(["case", "status", "message"], [[r["case"], r["status"], r["error"]]
                                                          for r in bad]) + [""]
-    notes = list(result.notes) + list(chart_notes)
+    notes = list(result.notes) + list(chart_notes) + _far_core_notes(rows)
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     path.write_text("\n".join(lines))

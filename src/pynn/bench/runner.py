@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from .. import _backend
 from .case import Case
 from .machine import Ceilings, describe, last_level_cache_bytes, measure_ceilings, sync, tf32
 from .timing import Contestant, max_abs_diff, peak_memory_mib, time_contestants
@@ -30,6 +31,7 @@ COLUMNS = [
     "pynn_gbps", "pynn_gflops", "torch_gbps", "torch_gflops",
     "pynn_frac_copy_bw", "pynn_frac_gemm", "pynn_frac_roofline", "torch_frac_roofline",
     "pynn_peak_mib", "torch_peak_mib", "max_abs_diff", "copies", "inner", "repeats",
+    "core_rt_ns",
 ]
 
 # Quick: CI-sized (a few seconds per case at most). Full: the committed results.
@@ -208,6 +210,10 @@ def run(cases: Sequence[Case], settings: Settings, log: Callable = print) -> Run
             row = _base_row(case, s)
             row.update(status="skipped", error=f"time limit of {s.time_limit:g} s reached")
         else:
+            # Measured before each case: where a virtual machine's CPUs sit on the host can change
+            # during a run, and kernels that exchange data between threads at every step (RNN
+            # time loops) slow down when this round trip grows (see pynn._C.core_round_trip_ns).
+            rt = _backend._C.core_round_trip_ns(20000) if s.device == "cpu" else math.nan
             try:
                 row = run_case(case, s, ceil, cache)
             except (KeyboardInterrupt, SystemExit):
@@ -223,6 +229,7 @@ def run(cases: Sequence[Case], settings: Settings, log: Callable = print) -> Run
                         torch.cuda.empty_cache()
                     except Exception:  # a sticky CUDA error shows up in the next rows too
                         pass
+            row["core_rt_ns"] = rt
         rows.append(row)
         _log_row(row, log)
     if s.device == "cpu":
