@@ -46,7 +46,7 @@ void parallel_region(int nthreads, const std::function<void(int, int)>& f);
 // On a virtual machine the placement of its CPUs on the host can change while it runs: the
 // benchmarks record this next to every case, because kernels whose threads exchange data at
 // every step (an RNN time loop) slow down when it grows (55 ns against 350 ns on the machine
-// this was written on). Returns NaN if no round trip completed.
+// this was written on).
 double core_round_trip_ns(int64_t max_round_trips);
 
 // A reusable barrier for the threads of one parallel_region. Waiters spin briefly (a time step
