@@ -766,6 +766,18 @@ def test_cpu_lstm_step_reads_weights_in_place(kernel, batch, I, H, threads, layo
     h_ref, c_ref = torch._VF.lstm_cell(wide[0], (wide[1], wide[2]), *wide[3:])
     assert_close(h1, h_ref.to(dtype), dtype=dtype, scale=I + H)
     assert_close(c1, c_ref.to(dtype), dtype=dtype, scale=I + H)
+    # Without autograd each thread keeps its gates in scratch of its own; with it they go to the
+    # saved [B, 4H] rows the backward reads. Same outputs, and the gradients need the saved gates.
+    xg = x.clone().requires_grad_()
+    h2, c2 = R.lstm_cell(xg, h, c, w_ih, w_hh, b_ih, b_hh)
+    torch.testing.assert_close(h2, h1, rtol=0, atol=0)
+    torch.testing.assert_close(c2, c1, rtol=0, atol=0)
+    gh, gc = torch.randn_like(h1), torch.randn_like(c1)
+    torch.autograd.backward([h2, c2], [gh, gc])
+    xw = wide[0].clone().requires_grad_()
+    torch.autograd.backward(torch._VF.lstm_cell(xw, (wide[1], wide[2]), *wide[3:]),
+                            [gh.double(), gc.double()])
+    assert_close(xg.grad, xw.grad.to(dtype), dtype=dtype, scale=I + H)
     # A sequence of one step takes the same path.
     cfg = R.RecurrentConfig("LSTM", 1, False, True, H, 0, 0.0, False)
     y, hn, cn = R.recurrent(x[None], h[None], c[None], [w_ih, w_hh, b_ih, b_hh], cfg)

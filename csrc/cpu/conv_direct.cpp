@@ -252,7 +252,8 @@ PYNN_TARGET_AVX512F void chan_block(const Conv2dGeom& g, const float* x, const f
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(blk + r * Cout + 16 * v, acc[v][r]);
 }
 
-// chan_block<NV, r> for a runtime r in [1, R]: the interior positions left after whole blocks.
+// chan_block<NV, r> for a runtime r in [1, R]: the interior positions left after whole blocks of
+// a row, or the rows of an edge strip.
 template <int NV, int R>
 void chan_block_n(int r, const Conv2dGeom& g, const float* x, const float* wt, const float* bias,
                   int64_t kh0, int64_t kh1, int64_t ih0, int64_t iw0, float* blk) {
@@ -319,6 +320,7 @@ void chan_forward(const Conv2dGeom& g, const float* x, const float* w, const flo
   s.W = (g.KW - 1) * g.dw + 1;
   s.sw = g.sh * s.W;
   const int64_t blocks = (g.OH + R - 1) / R;
+  auto edge_column = [&](int64_t e) { return e < lo ? e : hi + (e - lo); };  // its ow
   parallel_for(0, g.N * blocks, 1, [&](int64_t i0, int64_t i1) {
     thread_local std::vector<float> blk_buf, strip_buf, edge_buf;
     blk_buf.resize(static_cast<size_t>((g.OW + R) * Cout));
@@ -329,15 +331,15 @@ void chan_forward(const Conv2dGeom& g, const float* x, const float* w, const flo
       const int64_t n = i / blocks, oh0 = i % blocks * R;
       const int rows = static_cast<int>(std::min<int64_t>(R, g.OH - oh0));
       const float* xn = x + n * g.C * g.HW;
+      const int64_t strip_ih = oh0 * g.sh - g.pt;  // the strips' first input row
       for (int64_t e = 0; e < edges; ++e) {  // edge column e -> edge[e][row][Cout]
-        const int64_t ow = e < lo ? e : hi + (e - lo), ih0 = oh0 * g.sh - g.pt;
-        const int64_t iw0 = ow * g.sw - g.pl;
+        const int64_t iw0 = edge_column(e) * g.sw - g.pl;
         // strip columns [j0, j1) lie inside the input along W
         const int64_t j0 = std::min(s.W, std::max<int64_t>(0, -iw0));
         const int64_t j1 = std::max(j0, std::min(s.W, g.W - iw0));
         for (int64_t ic = 0; ic < g.C; ++ic)
           for (int64_t r = 0; r < s.H; ++r) {
-            const int64_t ih = ih0 + r;
+            const int64_t ih = strip_ih + r;
             float* d = strip + (ic * s.H + r) * s.W;
             if (ih < 0 || ih >= g.H) {
               std::fill(d, d + s.W, 0.f);
@@ -348,11 +350,7 @@ void chan_forward(const Conv2dGeom& g, const float* x, const float* w, const flo
                       d + j0);
             std::fill(d + j1, d + s.W, 0.f);
           }
-        float* out = edge + e * R * Cout;
-        if (rows == R)
-          chan_block<NV, R>(s, strip, wt.data(), b, 0, g.KH, 0, 0, out);
-        else
-          chan_block_n<NV, R - 1>(rows, s, strip, wt.data(), b, 0, g.KH, 0, 0, out);
+        chan_block_n<NV, R>(rows, s, strip, wt.data(), b, 0, g.KH, 0, 0, edge + e * R * Cout);
       }
       for (int r = 0; r < rows; ++r) {
         const int64_t oh = oh0 + r;
@@ -367,10 +365,8 @@ void chan_forward(const Conv2dGeom& g, const float* x, const float* w, const flo
         if (ow < hi)
           chan_block_n<NV, R - 1>(static_cast<int>(hi - ow), g, xn, wt.data(), b, kh0, kh1, ih0,
                                   ow * g.sw - g.pl, blk + ow * Cout);
-        for (int64_t e = 0; e < edges; ++e) {
-          const int64_t ow_e = e < lo ? e : hi + (e - lo);
-          std::memcpy(blk + ow_e * Cout, edge + (e * R + r) * Cout, Cout * sizeof(float));
-        }
+        for (int64_t e = 0; e < edges; ++e)
+          std::memcpy(blk + edge_column(e) * Cout, edge + (e * R + r) * Cout, Cout * sizeof(float));
         // [OW][Cout] -> y[n, :, oh, :], 16 positions x 16 channels at a time
         float* yr = y + n * Cout * g.P + oh * g.OW;
         for (int64_t j0 = 0; j0 < g.OW; j0 += 16)

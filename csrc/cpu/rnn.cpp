@@ -629,10 +629,22 @@ template <class T>
 struct OwnBuffers {
   T* g = nullptr;      // [B][4][nu]
   T* c[2] = {};        // [B][nu], steps alternate between them
+
+  static size_t gates_size(int64_t B, int64_t nu) {
+    return round64(static_cast<size_t>(B * 4 * nu), sizeof(T));
+  }
+  static size_t cells_size(int64_t B, int64_t nu) {
+    return round64(static_cast<size_t>(B * nu), sizeof(T));
+  }
+  // Elements a thread needs at `at` (none when a backward reads the shared workspaces).
   static size_t size(const LstmForwardSteps<T>& a, int64_t nu) {
-    if (a.saved) return 0;
-    return round64(static_cast<size_t>(a.batch * 4 * nu), sizeof(T)) +
-           2 * round64(static_cast<size_t>(a.batch * nu), sizeof(T));
+    return a.saved ? 0 : gates_size(a.batch, nu) + 2 * cells_size(a.batch, nu);
+  }
+  OwnBuffers(const LstmForwardSteps<T>& a, int64_t nu, T* at) {
+    if (a.saved) return;
+    g = at;
+    c[0] = g + gates_size(a.batch, nu);
+    c[1] = c[0] + cells_size(a.batch, nu);
   }
 };
 
@@ -667,14 +679,7 @@ void lstm_forward_fused(Be& be, const LstmForwardSteps<T>& a) {
       pack_gate_rows(gp, a.w_hh, P, H, 4, u0, nu, W, hsz);
       if (fuse) pack_gate_rows(gp, a.w_ih, I, H, 4, u0, nu, Wi, isz);
       if (proj) gp.pack_b(H, np, a.w_hr.p + p0 * a.w_hr.rs, a.w_hr.cs, a.w_hr.rs, Wr);
-      OwnBuffers<T> own;
-      if (!a.saved) {
-        T* o = Wr + (proj ? round64(gp.b_size(H, np), sizeof(T)) : 0);
-        own.g = o;
-        o += round64(static_cast<size_t>(B * 4 * nu), sizeof(T));
-        own.c[0] = o;
-        own.c[1] = o + round64(static_cast<size_t>(B * nu), sizeof(T));
-      }
+      const OwnBuffers<T> own(a, nu, Wr + (proj ? round64(gp.b_size(H, np), sizeof(T)) : 0));
       const T* bi = a.bi ? a.bi + u0 : nullptr;
       const T* bh = a.bh ? a.bh + u0 : nullptr;
       auto time_of = [&](int64_t s) { return a.reverse ? a.steps - 1 - s : s; };
