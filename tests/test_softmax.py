@@ -13,9 +13,12 @@ from helpers import clone_leaf, non_contiguous
 OPS = [("softmax", F.softmax, TF.softmax), ("log_softmax", F.log_softmax, TF.log_softmax)]
 OP_IDS = [o[0] for o in OPS]
 # (shape, dim): batch 1, one class, odd and classifier-sized rows, first/middle/last/negative dims,
-# a row longer than a warp's stride, zero-size tensors (empty rows and no rows) and 0-D.
+# a row longer than a warp's stride, zero-size tensors (empty rows and no rows) and 0-D. Rows of
+# 45 take each part of the CPU's vector reductions (cpu/row_reduce.h): 32 at a time, 8 at a time
+# and a scalar tail for the sums, 16 at a time and a tail for the maximum.
 GRID = [
-    ((1, 1), -1), ((1, 1000), 1), ((32, 10), 1), ((3, 1000), -1), ((7,), 0), ((5, 3), 0),
+    ((1, 1), -1), ((1, 1000), 1), ((32, 10), 1), ((3, 1000), -1), ((3, 45), 1), ((7,), 0),
+    ((5, 3), 0),
     ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -1), ((2, 5, 3, 4), 2), ((2, 1001, 3), -2),
     ((2, 5, 17), 1),
     ((0, 4), 1), ((4, 0), 1), ((4, 0), 0), ((), 0), ((), -1),

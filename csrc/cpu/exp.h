@@ -8,9 +8,11 @@
 namespace pynn {
 namespace cpu {
 
+// x must not exceed ExpConst<T>::max_arg (88 in float): these loops take exp of x - max over a
+// row or of a log-probability, both <= 0 (or NaN, or -inf).
 struct VecExp {
   template <class T>
-  T operator()(T x) const { return simd_math::exp(x); }
+  T operator()(T x) const { return simd_math::exp_below_max(x); }
 };
 
 }  // namespace cpu

@@ -9,6 +9,7 @@
 #include "core/parallel.h"
 #include "cpu/exp.h"
 #include "cpu/lane_sum.h"
+#include "cpu/row_reduce.h"
 #include "cpu/softmax_rows.h"
 #include "math/loss.h"
 #include "math/softmax.h"
@@ -272,13 +273,11 @@ inline void prob_grad_row_w(const T* l, const T* q, T* gx, T* gt, int64_t C, con
                             T smoothing, T inv_c, T coef) {
   const cpu::VecExp ex;
   auto wc = [&](int64_t c) { return Weighted ? w[c] : T(1); };
-  // Four partial sums: a single running double sum is one long dependency chain.
-  double part[4] = {0.0, 0.0, 0.0, 0.0};
-  int64_t c = 0;
-  for (; c + 4 <= C; c += 4)
-    for (int u = 0; u < 4; ++u) part[u] += double(smoothed_target(q[c + u], smoothing, inv_c) * wc(c + u));
-  for (; c < C; ++c) part[0] += double(smoothed_target(q[c], smoothing, inv_c) * wc(c));
-  const T swq = static_cast<T>((part[0] + part[1]) + (part[2] + part[3]));
+  // sum_c smoothed_target(q_c) w_c = (1 - s) sum_c q_c w_c + s / C sum_c w_c, on vectors
+  // (cpu/row_reduce.h).
+  const double sw = Weighted ? cpu::row_sum_product(C, w) : double(C);
+  const double sqw = Weighted ? cpu::row_sum_product(C, q, w) : cpu::row_sum_product(C, q);
+  const T swq = static_cast<T>(double(T(1) - smoothing) * sqw + double(smoothing * inv_c) * sw);
   for (int64_t k = 0; k < C; ++k)
     gx[k] = prob_grad(ex(l[k]), smoothed_target(q[k], smoothing, inv_c) * wc(k), swq, coef);
   if (gt)
@@ -412,17 +411,20 @@ void cross_entropy_forward_cpu(const TensorView& input, const TensorView& target
       const T* l = lp + base;
       // prob: -sum_c w_c q'_c lp_c; class targets: the smoothing sum -sum_c w_c lp_c.
       double part[cpu::kSoftmaxTile] = {};
-      if (w == 1) {
-        // One contiguous row (K == 1): keep the sum in a register.
-        double sum = 0.0;
-        if (tp) {
-          for (int64_t c = 0; c < C; ++c)
-            sum -= double(smoothed_target(tp[base + c * K], a.smoothing, a.inv_classes) *
-                          (a.w ? a.w[c] : T(1)) * l[c * K]);
-        } else if (a.smoothing > T(0)) {
-          for (int64_t c = 0; c < C; ++c) sum -= double((a.w ? a.w[c] : T(1)) * l[c * K]);
-        }
-        part[0] = sum;
+      if (K == 1) {
+        // One contiguous row: the sums run on vectors (cpu/row_reduce.h). smoothed_target is
+        // q (1 - s) + s / C, so the prob sum splits into (1 - s) sum_c q_c w_c lp_c and
+        // s / C sum_c w_c lp_c.
+        auto sum_wl = [&](const T* q) {
+          if (q) return a.w ? cpu::row_sum_product(C, q, a.w, l) : cpu::row_sum_product(C, q, l);
+          return a.w ? cpu::row_sum_product(C, a.w, l) : cpu::row_sum_product(C, l);
+        };
+        const double smooth = a.smoothing > T(0) ? sum_wl(nullptr) : 0.0;
+        if (tp)
+          part[0] = -(double(T(1) - a.smoothing) * sum_wl(tp + base) +
+                      double(a.smoothing * a.inv_classes) * smooth);
+        else
+          part[0] = -smooth;
       } else if (tp) {
         const T* q = tp + base;
         for (int64_t c = 0; c < C; ++c) {

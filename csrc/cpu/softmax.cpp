@@ -7,7 +7,7 @@
 #include "core/dispatch.h"
 #include "core/parallel.h"
 #include "cpu/exp.h"
-#include "cpu/lane_sum.h"
+#include "cpu/row_reduce.h"
 #include "cpu/softmax_rows.h"
 #include "math/softmax.h"
 
@@ -43,24 +43,8 @@ SoftmaxShape softmax_shape(const TensorView& a, const TensorView& b, const Tenso
 namespace cpu {
 namespace {
 
-// Partial results kept in independent lanes so that the loops have no serial dependence and the
-// compiler vectorises them (a single running max would not, without -ffast-math); the sums the
-// same way through cpu/lane_sum.h.
-constexpr int kLanes = 8;
-
-template <class T>
-inline T row_max(const T* x, int64_t n) {
-  T lane[kLanes];
-  for (int u = 0; u < kLanes; ++u) lane[u] = -std::numeric_limits<T>::infinity();
-  int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes)
-    for (int u = 0; u < kLanes; ++u) lane[u] = max_step(lane[u], x[k + u]);
-  for (; k < n; ++k) lane[0] = max_step(lane[0], x[k]);
-  T m = lane[0];
-  for (int u = 1; u < kLanes; ++u) m = max_step(m, lane[u]);
-  return m;
-}
-
+// Partial sums of the tiles' columns are kept per column; a contiguous row (inner == 1) reduces
+// through cpu/row_reduce.h.
 template <bool Log, class T>
 inline void forward_impl(const T* x, T* y, int64_t n, int64_t inner, int64_t w) {
   const VecExp ex;
@@ -68,7 +52,7 @@ inline void forward_impl(const T* x, T* y, int64_t n, int64_t inner, int64_t w) 
     const T m = row_max(x, n);
     // y holds the exps first; softmax then only rescales them.
     for (int64_t k = 0; k < n; ++k) y[k] = ex(x[k] - m);
-    const double s = lane_sum<kLanes>(n, [&](int64_t k) { return y[k]; });
+    const double s = row_sum_product(n, y);
     if constexpr (Log) {
       const T log_s = static_cast<T>(std::log(s));
       for (int64_t k = 0; k < n; ++k) y[k] = softmax_output<true>(x[k], m, T(0), log_s);
@@ -107,8 +91,8 @@ template <bool Log, class T>
 inline void backward_impl(const T* g, const T* y, T* gi, int64_t n, int64_t inner, int64_t w) {
   const VecExp ex;
   if (inner == 1) {
-    const T dot = static_cast<T>(
-        lane_sum<kLanes>(n, [&](int64_t k) { return softmax_backward_term<Log>(g[k], y[k]); }));
+    // softmax_backward_term: sum(g) for log_softmax, sum(g * y) for softmax
+    const T dot = static_cast<T>(Log ? row_sum_product(n, g) : row_sum_product(n, g, y));
     for (int64_t k = 0; k < n; ++k) gi[k] = softmax_backward<Log>(g[k], y[k], dot, ex);
     return;
   }
