@@ -155,10 +155,10 @@ def test_mse_bad_input(args, kw, exc, match, device):
 # ---------------------------------------------------------------------------- cross_entropy
 
 # (input shape): unbatched, batch 1, one class, odd and classifier-sized class counts, K-dim
-# (17 positions: a full CPU tile of 16 plus a single leftover column). 45 classes take each part
-# of the CPU's vector sums over a row (32 at a time, 8 at a time, a scalar tail).
+# (17 and 300 positions: one CPU tile of columns, and two of 160 and 140). 45 classes take each
+# part of the CPU's vector sums over a row (32 at a time, 8 at a time, a scalar tail).
 CE_SHAPES = [(7,), (1, 1), (1, 3), (5, 3), (32, 10), (3, 45), (4, 1000), (2, 3, 4),
-             (2, 5, 3, 4), (2, 3, 17), (0, 3)]
+             (2, 5, 3, 4), (2, 3, 17), (2, 3, 300), (0, 3)]
 
 
 def class_target(shape, device, ignore_index=-100, every=3):

@@ -15,10 +15,11 @@ OP_IDS = [o[0] for o in OPS]
 # (shape, dim): batch 1, one class, odd and classifier-sized rows, first/middle/last/negative dims,
 # a row longer than a warp's stride, zero-size tensors (empty rows and no rows) and 0-D. Rows of
 # 45 take each part of the CPU's vector reductions (cpu/row_reduce.h): 32 at a time, 8 at a time
-# and a scalar tail for the sums, 16 at a time and a tail for the maximum.
+# and a scalar tail for the sums, 16 at a time and a tail for the maximum. 300 positions behind
+# the dim split into two CPU tiles of columns (160 + 140).
 GRID = [
     ((1, 1), -1), ((1, 1000), 1), ((32, 10), 1), ((3, 1000), -1), ((3, 45), 1), ((7,), 0),
-    ((5, 3), 0),
+    ((5, 3), 0), ((2, 3, 300), 1),
     ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), -1), ((2, 5, 3, 4), 2), ((2, 1001, 3), -2),
     ((2, 5, 17), 1),
     ((0, 4), 1), ((4, 0), 1), ((4, 0), 0), ((), 0), ((), -1),

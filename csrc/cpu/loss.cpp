@@ -398,9 +398,9 @@ void cross_entropy_forward_cpu(const TensorView& input, const TensorView& target
     const T* tp = s.prob ? target.ptr<T>() : nullptr;
     const int64_t C = s.classes, K = s.inner;
     // Samples go in tiles of up to kSoftmaxTile neighbouring positions j of one image n, so that
-    // with K > 1 every pass over the classes reads whole cache lines (one sample at a time, its C
-    // strided loads would each miss).
-    const int64_t width = std::min(cpu::kSoftmaxTile, K);
+    // with K > 1 every pass over the classes reads runs of whole cache lines (one sample at a
+    // time, its C strided loads would each miss).
+    const int64_t width = cpu::softmax_tile_width(K);
     const int64_t blocks = K > 0 ? (K + width - 1) / width : 0;
     const int64_t tiles = s.n * blocks;
     // acc == nullptr: write each sample's loss; else add its terms (see CeStat) to acc.
@@ -553,7 +553,7 @@ void cross_entropy_backward_cpu(const TensorView& grad_output, const TensorView&
       });
       return;
     }
-    const int64_t width = std::min(cpu::kSoftmaxTile, K);
+    const int64_t width = cpu::softmax_tile_width(K);
     const int64_t blocks = (K + width - 1) / width;
     parallel_for(0, s.n * blocks, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, C * width)),
                  [&](int64_t b, int64_t e) {

@@ -88,38 +88,5 @@ PYNN_ALWAYS_INLINE double row_sum_product(int64_t n, const T* f0, const Rest*...
   return s;
 }
 
-// The same down the columns of a tile: element (k, j) at base[k * inner + j], j < Cols (a
-// multiple of 64 bytes of T). m[j] = max_step over the column, and s[j] = the sum in double of
-// the column's products.
-template <int64_t Cols, class T>
-PYNN_ALWAYS_INLINE void column_max(const T* x, int64_t n, int64_t inner, T* m) {
-  using V = typename Vec<T>::V;
-  constexpr int64_t W = Vec<T>::v_lanes, NV = Cols / W;
-  static_assert(Cols % W == 0, "whole vectors of columns");
-  V lane[NV];
-  for (int64_t v = 0; v < NV; ++v) lane[v] = V{} - std::numeric_limits<T>::infinity();
-  for (int64_t k = 0; k < n; ++k)
-    for (int64_t v = 0; v < NV; ++v) {
-      V a;
-      std::memcpy(&a, x + k * inner + v * W, sizeof a);
-      lane[v] = a > lane[v] ? a : lane[v];
-    }
-  for (int64_t v = 0; v < NV; ++v)
-    for (int64_t u = 0; u < W; ++u) m[v * W + u] = lane[v][u];
-}
-
-template <int64_t Cols, class T, class... Rest>
-PYNN_ALWAYS_INLINE void column_sum_product(int64_t n, int64_t inner, double* s, const T* f0,
-                                           const Rest*... rest) {
-  using D = typename Vec<T>::D;
-  constexpr int64_t NV = Cols / 8;
-  static_assert(Cols % 8 == 0, "whole groups of 8 columns");
-  D acc[NV] = {};
-  for (int64_t k = 0; k < n; ++k)
-    for (int64_t v = 0; v < NV; ++v) add_products8(acc[v], k * inner + 8 * v, f0, rest...);
-  for (int64_t v = 0; v < NV; ++v)
-    for (int u = 0; u < 8; ++u) s[8 * v + u] = acc[v][u];
-}
-
 }  // namespace cpu
 }  // namespace pynn

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 
 #include "core/dispatch.h"
 #include "core/parallel.h"
@@ -44,35 +43,39 @@ SoftmaxShape softmax_shape(const TensorView& a, const TensorView& b, const Tenso
 namespace cpu {
 namespace {
 
-// A tile's columns: Width is int64_t, or std::integral_constant for a whole tile, whose loops
-// over the columns then have a fixed trip count and compile to whole vectors (a runtime width
-// left the 32 x 64 x 28 x 28 log_softmax over dim 1 at 0.8x torch).
-using WholeTile = std::integral_constant<int64_t, kSoftmaxTile>;
-
-// Partial sums of the tile's columns are kept per column.
-template <bool Log, class T, class Width>
-inline void tile_forward(const T* x, T* y, int64_t n, int64_t inner, Width w) {
+// Partial sums of the tiles' columns are kept per column; a contiguous row (inner == 1) reduces
+// through cpu/row_reduce.h.
+template <bool Log, class T>
+inline void forward_impl(const T* x, T* y, int64_t n, int64_t inner, int64_t w) {
   const VecExp ex;
+  if (inner == 1) {
+    const T m = row_max(x, n);
+    // y holds the exps first; softmax then only rescales them.
+    for (int64_t k = 0; k < n; ++k) y[k] = ex(x[k] - m);
+    const double s = row_sum_product(n, y);
+    if constexpr (Log) {
+      const T log_s = static_cast<T>(std::log(s));
+      for (int64_t k = 0; k < n; ++k) y[k] = softmax_output<true>(x[k], m, T(0), log_s);
+    } else {
+      const T inv_s = static_cast<T>(1.0 / s);
+      for (int64_t k = 0; k < n; ++k) y[k] *= inv_s;
+    }
+    return;
+  }
   T m[kSoftmaxTile];
   double s[kSoftmaxTile];
   for (int64_t j = 0; j < w; ++j) {
     m[j] = -std::numeric_limits<T>::infinity();
     s[j] = 0.0;
   }
-  constexpr bool whole = std::is_same_v<Width, WholeTile>;
-  if constexpr (whole) {
-    column_max<kSoftmaxTile>(x, n, inner, m);
-  } else {
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t j = 0; j < w; ++j) m[j] = max_step(m[j], x[k * inner + j]);
-  }
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < w; ++j) m[j] = max_step(m[j], x[k * inner + j]);
   for (int64_t k = 0; k < n; ++k)
     for (int64_t j = 0; j < w; ++j) {
       const T e = ex(x[k * inner + j] - m[j]);
       y[k * inner + j] = e;
-      if constexpr (!whole) s[j] += static_cast<double>(e);
+      s[j] += static_cast<double>(e);
     }
-  if constexpr (whole) column_sum_product<kSoftmaxTile>(n, inner, s, y);
   T scale[kSoftmaxTile];
   for (int64_t j = 0; j < w; ++j)
     scale[j] = static_cast<T>(Log ? std::log(s[j]) : 1.0 / s[j]);
@@ -84,20 +87,20 @@ inline void tile_forward(const T* x, T* y, int64_t n, int64_t inner, Width w) {
     }
 }
 
-template <bool Log, class T, class Width>
-inline void tile_backward(const T* g, const T* y, T* gi, int64_t n, int64_t inner, Width w) {
+template <bool Log, class T>
+inline void backward_impl(const T* g, const T* y, T* gi, int64_t n, int64_t inner, int64_t w) {
   const VecExp ex;
-  double acc[kSoftmaxTile];
-  if constexpr (std::is_same_v<Width, WholeTile>) {
+  if (inner == 1) {
     // softmax_backward_term: sum(g) for log_softmax, sum(g * y) for softmax
-    if constexpr (Log) column_sum_product<kSoftmaxTile>(n, inner, acc, g);
-    else column_sum_product<kSoftmaxTile>(n, inner, acc, g, y);
-  } else {
-    for (int64_t j = 0; j < w; ++j) acc[j] = 0.0;
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t j = 0; j < w; ++j)
-        acc[j] += static_cast<double>(softmax_backward_term<Log>(g[k * inner + j], y[k * inner + j]));
+    const T dot = static_cast<T>(Log ? row_sum_product(n, g) : row_sum_product(n, g, y));
+    for (int64_t k = 0; k < n; ++k) gi[k] = softmax_backward<Log>(g[k], y[k], dot, ex);
+    return;
   }
+  double acc[kSoftmaxTile];
+  for (int64_t j = 0; j < w; ++j) acc[j] = 0.0;
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < w; ++j)
+      acc[j] += static_cast<double>(softmax_backward_term<Log>(g[k * inner + j], y[k * inner + j]));
   T dot[kSoftmaxTile];
   for (int64_t j = 0; j < w; ++j) dot[j] = static_cast<T>(acc[j]);
   for (int64_t k = 0; k < n; ++k)
@@ -105,39 +108,6 @@ inline void tile_backward(const T* g, const T* y, T* gi, int64_t n, int64_t inne
       const int64_t i = k * inner + j;
       gi[i] = softmax_backward<Log>(g[i], y[i], dot[j], ex);
     }
-}
-
-// A contiguous row (inner == 1) reduces through cpu/row_reduce.h.
-template <bool Log, class T>
-inline void forward_impl(const T* x, T* y, int64_t n, int64_t inner, int64_t w) {
-  if (inner > 1) {
-    if (w == kSoftmaxTile) return tile_forward<Log>(x, y, n, inner, WholeTile{});
-    return tile_forward<Log>(x, y, n, inner, w);
-  }
-  const VecExp ex;
-  const T m = row_max(x, n);
-  // y holds the exps first; softmax then only rescales them.
-  for (int64_t k = 0; k < n; ++k) y[k] = ex(x[k] - m);
-  const double s = row_sum_product(n, y);
-  if constexpr (Log) {
-    const T log_s = static_cast<T>(std::log(s));
-    for (int64_t k = 0; k < n; ++k) y[k] = softmax_output<true>(x[k], m, T(0), log_s);
-  } else {
-    const T inv_s = static_cast<T>(1.0 / s);
-    for (int64_t k = 0; k < n; ++k) y[k] *= inv_s;
-  }
-}
-
-template <bool Log, class T>
-inline void backward_impl(const T* g, const T* y, T* gi, int64_t n, int64_t inner, int64_t w) {
-  if (inner > 1) {
-    if (w == kSoftmaxTile) return tile_backward<Log>(g, y, gi, n, inner, WholeTile{});
-    return tile_backward<Log>(g, y, gi, n, inner, w);
-  }
-  const VecExp ex;
-  // softmax_backward_term: sum(g) for log_softmax, sum(g * y) for softmax
-  const T dot = static_cast<T>(Log ? row_sum_product(n, g) : row_sum_product(n, g, y));
-  for (int64_t k = 0; k < n; ++k) gi[k] = softmax_backward<Log>(g[k], y[k], dot, ex);
 }
 
 template <class T>
@@ -186,7 +156,7 @@ constexpr int64_t kGrainElems = 16384;
 // parallel.
 template <class F>
 void for_each_tile(const SoftmaxShape& s, F&& f) {
-  const int64_t tile = std::min(cpu::kSoftmaxTile, s.inner);
+  const int64_t tile = cpu::softmax_tile_width(s.inner);
   const int64_t blocks = (s.inner + tile - 1) / tile;
   const int64_t tiles = s.outer * blocks;
   const int64_t per_tile = std::max<int64_t>(1, s.n * tile);
