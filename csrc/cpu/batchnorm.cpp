@@ -111,6 +111,18 @@ inline int64_t grain_for(int64_t elems_per_item) {
 }
 constexpr int kLanes = 16;        // independent accumulators, so the sums vectorise
 
+// The training statistics of C channels from their moments: a loop of its own, versioned per
+// ISA, so that its divisions and square roots run as vectors (inline in the forward, as scalar
+// x86-64 code, they took about 8 us of a 4 x 1024 BatchNorm1d call's 14).
+PYNN_CPU_MULTIVERSION void train_stats(const BnMoments* __restrict mom, int64_t C, double eps,
+                                       double* __restrict mean, double* __restrict invstd) {
+  for (int64_t c = 0; c < C; ++c) {
+    const BnStats s = bn_train_stats(mom[c], eps);
+    mean[c] = s.mean;
+    invstd[c] = s.invstd;
+  }
+}
+
 // Moments of n contiguous values: mean, then squared deviations from it.
 template <class T>
 PYNN_CPU_MULTIVERSION BnMoments run_moments(const T* __restrict x, int64_t n) {
@@ -433,14 +445,12 @@ void batch_norm_forward_cpu(const TensorView& input, const OptView& weight, cons
     if (training) {
       std::vector<BnMoments> mom;
       channel_moments<T>(input, l, mom);
-      for (int64_t c = 0; c < C; ++c) {
-        const BnStats s = bn_train_stats(mom[size_t(c)], eps);
-        smean[c] = s.mean;
-        sinv[c] = s.invstd;
-        bn_update_running<T>(rm ? rm + c * running_mean->stride(0) : nullptr,
-                             rv ? rv + c * running_var->stride(0) : nullptr, mom[size_t(c)],
-                             momentum);
-      }
+      train_stats(mom.data(), C, eps, smean, sinv);
+      if (rm || rv)
+        for (int64_t c = 0; c < C; ++c)
+          bn_update_running<T>(rm ? rm + c * running_mean->stride(0) : nullptr,
+                               rv ? rv + c * running_var->stride(0) : nullptr, mom[size_t(c)],
+                               momentum);
     } else {
       for (int64_t c = 0; c < C; ++c) {
         const BnStats s = bn_eval_stats(static_cast<double>(rm[c * running_mean->stride(0)]),
