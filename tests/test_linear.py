@@ -14,7 +14,9 @@ from helpers import clone_leaf
 
 # (input shape, out_features): the last input dim is in_features. Batch 1, odd sizes, 1-D and
 # 3-D inputs, zero-size batch / in_features / out_features, and one shape big enough for the
-# GEMM's blocking (K > 256) and the bias-gradient's split over rows.
+# GEMM's blocking (K > 256) and the bias-gradient's split over rows. Few outputs for a batch of
+# 40 or 600 take the CPU forward that puts the batch on the vector lanes (linear.cpp,
+# narrow_forward): one chunk with a partial panel, and three chunks of 256, 256 and 88 rows.
 SHAPES = [
     ((1, 5), 3),
     ((7, 13), 1),
@@ -24,6 +26,8 @@ SHAPES = [
     ((2, 0, 6), 5),
     ((4, 0), 3),
     ((3, 8), 0),
+    ((40, 10), 10),
+    ((600, 64), 3),
     ((600, 300), 130),
 ]
 
@@ -60,14 +64,15 @@ def test_forward_backward_parity(shape, out_features, bias, device, dtype):
 
 @pytest.mark.parametrize("layout", ["transposed_input", "sliced_3d_input", "transposed_weight",
                                     "strided_bias", "expanded_grad", "noncontig_grad"])
-def test_layouts(layout, device):
-    x = torch.randn(6, 10, device=device)
+@pytest.mark.parametrize("rows", [6, 40])  # 40: the CPU's narrow forward (see SHAPES)
+def test_layouts(layout, rows, device):
+    x = torch.randn(rows, 10, device=device)
     w = torch.randn(7, 10, device=device)
     b = torch.randn(7, device=device)
     if layout == "transposed_input":
-        x = torch.randn(10, 6, device=device).t()
+        x = torch.randn(10, rows, device=device).t()
     elif layout == "sliced_3d_input":
-        x = torch.randn(4, 6, 20, device=device)[::2, :, ::2]
+        x = torch.randn(4, rows, 20, device=device)[::2, :, ::2]
     elif layout == "transposed_weight":
         w = torch.randn(10, 7, device=device).t()
     elif layout == "strided_bias":
