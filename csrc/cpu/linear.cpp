@@ -150,11 +150,16 @@ void bias_grad(const TensorView& g, const TensorView& grad_bias) {
 // lanes stayed idle (256 x 64 -> 1 took 23 us against torch's 4.4). Here the batch is the vector
 // operand instead, as in the recurrent single steps: GemmPacking::multiply_rows broadcasts W's
 // rows in place and takes each chunk of the batch as X^T packed by its thread. W needs unit
-// column stride (an nn.Linear weight has it). Overwrites the output, then adds the bias.
+// column stride (an nn.Linear weight has it). Overwrites the output, then adds the bias. Up to
+// kNarrowMaxK inputs, so that the chunk buffer a thread keeps stays within nr * 16384 elements
+// (2 MiB of float32); wider layers go to gemm_cpu, which blocks K.
+constexpr int64_t kNarrowMaxK = 16384;
+
 template <class T>
 bool narrow_applies(int64_t M, int64_t N, int64_t K, const TensorView& weight) {
   const int64_t nr = gemm_panel_shape<T>().nr;
-  return K > 0 && N > 0 && 2 * N <= nr && M >= nr / 2 && weight.strides[1] == 1;
+  return K > 0 && K <= kNarrowMaxK && N > 0 && 2 * N <= nr && M >= nr / 2 &&
+         weight.strides[1] == 1;
 }
 
 template <class T>
