@@ -141,6 +141,32 @@ def test_nan_and_inf_propagate_like_torch(device):
     torch.testing.assert_close(F.linear(x, w, b), TF.linear(x, w, b), equal_nan=True)
 
 
+@pytest.mark.parametrize("kernel", ["avx512", "avx2", "generic"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_narrow_forward_every_kernel(kernel, nthreads, dtype, monkeypatch):
+    """The CPU forward for few outputs (linear.cpp, narrow_forward) runs on whichever GEMM kernel
+    PYNN_GEMM_KERNEL forces, and splits a long batch into chunks over the threads: each gives the
+    float64 answer. 20000 rows make dozens of chunks; 33 rows end mid-panel."""
+    monkeypatch.setenv("PYNN_GEMM_KERNEL", kernel)
+    try:
+        F.linear(torch.ones(1, 1), torch.ones(1, 1))
+    except RuntimeError as e:
+        assert "cannot run" in str(e) and kernel != "generic"
+        pytest.skip(f"this CPU cannot run the {kernel} kernel")
+    old = torch.get_num_threads()
+    torch.set_num_threads(nthreads)
+    try:
+        for rows, k, n in [(33, 5, 4), (40, 10, 3), (20000, 64, 1)]:
+            x = torch.randn(rows, k, dtype=dtype)
+            w = torch.randn(n, k, dtype=dtype)
+            b = torch.randn(n, dtype=dtype)
+            want = TF.linear(x.double(), w.double(), b.double()).to(dtype)
+            assert_close(F.linear(x, w, b), want, scale=k)
+            assert_close(F.linear(x, w), want - b, scale=k)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_float64_stays_float64(device):
     x = torch.randn(3, 4, dtype=torch.float64, device=device)
     w = torch.randn(2, 4, dtype=torch.float64, device=device)
