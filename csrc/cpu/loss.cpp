@@ -331,7 +331,8 @@ template <class T>
 inline void prob_grad_tile_impl(const T* l, const T* q, T* gx, T* gt, int64_t C, int64_t K,
                                 int64_t w, const T* wcls, T smoothing, T inv_c, const T* coef) {
   const cpu::VecExp ex;
-  double acc[cpu::kSoftmaxTile] = {};
+  double acc[cpu::kSoftmaxTile];
+  std::fill_n(acc, w, 0.0);
   for (int64_t c = 0; c < C; ++c) {
     const T wc = wcls ? wcls[c] : T(1);
     for (int64_t j = 0; j < w; ++j) acc[j] += double(smoothed_target(q[c * K + j], smoothing, inv_c) * wc);
@@ -409,8 +410,10 @@ void cross_entropy_forward_cpu(const TensorView& input, const TensorView& target
       const int64_t base = n * C * K + j0, i0 = n * K + j0;
       if (C > 0) cpu::softmax_tile_forward(x + base, lp + base, C, K, w, /*log_space=*/true);
       const T* l = lp + base;
-      // prob: -sum_c w_c q'_c lp_c; class targets: the smoothing sum -sum_c w_c lp_c.
-      double part[cpu::kSoftmaxTile] = {};
+      // prob: -sum_c w_c q'_c lp_c; class targets: the smoothing sum -sum_c w_c lp_c. Only the
+      // tile's w entries are zeroed: a row (K == 1) is a tile of one, once per sample.
+      double part[cpu::kSoftmaxTile];
+      std::fill_n(part, w, 0.0);
       if (K == 1) {
         // One contiguous row: the sums run on vectors (cpu/row_reduce.h). smoothed_target is
         // q (1 - s) + s / C, so the prob sum splits into (1 - s) sum_c q_c w_c lp_c and
