@@ -21,19 +21,19 @@
 // best kernel the CPU supports at run time. PYNN_GEMM_KERNEL=avx512|avx2|generic forces one
 // (tests use it to cover every path on one machine); unknown values raise.
 #include "cpu/gemm.h"
+
 #include "core/macros.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <new>
 #include <string>
 #include <type_traits>
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "cpu/aligned_buffer.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define PYNN_GEMM_X86 1
@@ -655,7 +655,7 @@ void kernel_avx2<double>(int rows, int64_t kc, const double* Ap, const double* B
 //       than 512 on the 256-row linear shapes. Doubles: 192 x 256.
 //   MC: the packed A block (MC x KC) is read once per B block from L2/L3; it only needs to be
 //       large so that B is repacked rarely: 1024 x 384 floats = 1.5 MB, mostly in L3.
-// Packing buffers, per thread and shared by float and double (PackBuffer): (MC + MR) x KC +
+// Packing buffers, per thread and shared by float and double (thread_pack_buffer): (MC + MR) x KC +
 // KC x (NC + NR) elements of the largest plan used, at most 2.03 MB (AVX-512 float), 1.99 MB
 // (AVX2 float), 1.22 MB (AVX-512 double), 1.2 MB (AVX2 double), 1.6 MB (generic double); a
 // thread only grows its buffer to what its problems need (small products use a few KB).
@@ -703,27 +703,11 @@ const Plan<T>& plan_for(Isa isa) {
 
 // ---- per-thread packing buffers -------------------------------------------------------------
 
-// Grow-only, 64-byte aligned (the kernels use aligned vector loads of B), one per thread for
-// both element types. Its size never exceeds the largest bound in the comment on the cache
-// blocks, so each thread that ever ran a GEMM keeps at most ~2 MB.
-struct PackBuffer {
-  struct Free {
-    void operator()(void* p) const { ::operator delete(p, std::align_val_t(64)); }
-  };
-  std::unique_ptr<void, Free> mem;
-  size_t bytes = 0;
-  void* get(size_t n) {
-    if (n > bytes) {
-      mem.reset();
-      mem.reset(::operator new(n, std::align_val_t(64)));
-      bytes = n;
-    }
-    return mem.get();
-  }
-};
-
-PackBuffer& thread_pack_buffer() {
-  thread_local PackBuffer buffer;
+// One per thread for both element types (cpu/aligned_buffer.h). Its size never exceeds the
+// largest bound in the comment on the cache blocks, so each thread that ever ran a GEMM keeps at
+// most ~2 MB.
+cpu::AlignedBuffer& thread_pack_buffer() {
+  thread_local cpu::AlignedBuffer buffer;
   return buffer;
 }
 
@@ -791,7 +775,7 @@ void gemm_rect(const Plan<T>& pl, const Problem<T>& p, int64_t m0, int64_t m1, i
   const int64_t NC = std::min(pl.nc, (n1 - n0 + NR - 1) / NR * NR);
   const size_t a_elems = round_up64<T>(static_cast<size_t>((MC + MR) * KC));
   const size_t b_elems = round_up64<T>(static_cast<size_t>(KC * (NC + NR)));
-  T* Ap = static_cast<T*>(thread_pack_buffer().get((a_elems + b_elems) * sizeof(T)));
+  T* Ap = thread_pack_buffer().get<T>(a_elems + b_elems);
   T* Bp = Ap + a_elems;
 
   for (int64_t pc = 0; pc < p.K; pc += KC) {

@@ -6,6 +6,7 @@
 
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#include "cpu/aligned_buffer.h"
 #include "cpu/gemm.h"
 
 namespace pynn {
@@ -181,10 +182,8 @@ void narrow_forward(const TensorView& input, const TensorView& weight,
   const T* b = bias ? bias->ptr<T>() : nullptr;
   const int64_t bs = bias ? bias->strides[0] : 0;
   parallel_for(0, chunks, grain, [&](int64_t c0, int64_t c1) {
-    thread_local std::vector<T> buf;  // X^T of a chunk, 64-byte aligned
-    const size_t need = gp.x_size(chunk, K) + 64 / sizeof(T);
-    if (buf.size() < need) buf.resize(need);
-    T* xt = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64 / sizeof(T);
+    thread_local cpu::AlignedBuffer buf;  // X^T of a chunk
+    T* xt = buf.get<T>(gp.x_size(chunk, K));
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t m0 = c * chunk, m = std::min(chunk, M - m0);
       gp.pack_x(m, K, x + m0 * x_rs, x_rs, x_cs, xt);

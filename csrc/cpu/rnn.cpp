@@ -5,14 +5,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
-#include <memory>
-#include <new>
 #include <utility>
 #include <vector>
 
 #include "core/dispatch.h"
 #include "core/macros.h"
 #include "core/parallel.h"
+#include "cpu/aligned_buffer.h"
 #include "cpu/gemm.h"
 #include "math/rnn.h"
 #include "ops/rnn.h"
@@ -416,26 +415,6 @@ bool use_step_loop() {
                                   "'"));
 }
 
-// Grow-only, 64-byte aligned scratch of the calling thread for packed weights and A panels: a
-// cell driven step by step from Python would otherwise map and fault in fresh pages per call.
-struct Scratch {
-  struct Free {
-    void operator()(void* p) const { ::operator delete(p, std::align_val_t(64)); }
-  };
-  std::unique_ptr<void, Free> mem;
-  size_t bytes = 0;
-  template <class T>
-  T* get(size_t elems) {
-    const size_t n = elems * sizeof(T);
-    if (n > bytes) {
-      mem.reset();
-      mem.reset(::operator new(n, std::align_val_t(64)));
-      bytes = n;
-    }
-    return static_cast<T*>(mem.get());
-  }
-};
-
 size_t round64(size_t elems, size_t size) { return (elems * size + 63) / 64 * 64 / size; }
 
 // Lays out the scratch of a region whose thread k of nt needs weights(nt, k) elements of packed
@@ -455,7 +434,9 @@ struct RegionScratch {
       for (int k = 0; k < nt; ++k) total += round64(weights(nt, k), sizeof(T));
       capacity = std::max(capacity, total);
     }
-    thread_local Scratch scratch;
+    // The calling thread's (cpu/aligned_buffer.h): a cell driven step by step from Python
+    // would otherwise map and fault in fresh pages per call.
+    thread_local cpu::AlignedBuffer scratch;
     base = scratch.get<T>(capacity + static_cast<size_t>(planned) * a_elems);
   }
   T* packed_weights(int nt, int k) const {
