@@ -807,13 +807,6 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t c_rs) {
   });
 }
 
-// Below this many flops per thread, waking a pool thread costs more than it saves. The pool is
-// the OpenMP team torch uses too, whose workers spin between back-to-back ops, so a second
-// thread already pays off for a few microseconds of work. On the 2-core Zen 4, M = 32 rows and
-// K = 128: N = 128 (1 MFLOP) 13.6 -> 9.9 us, N = 256 24.1 -> 18.9 us with 2 threads (the old
-// limit of 1.5 MFLOP per thread ran both on one); N = 64 (0.5 MFLOP) was no faster split.
-constexpr double kMinFlopsPerThread = 0.5e6;
-
 }  // namespace
 
 template <class T>
@@ -842,7 +835,7 @@ void gemm_cpu(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t a_rs
   // A skinny M = 32 is cut along N only: every task packs the small A and its own part of B.
   int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   threads = std::max<int64_t>(
-      1, std::min<int64_t>(threads, static_cast<int64_t>(2.0 * M * N * K / kMinFlopsPerThread)));
+      1, std::min<int64_t>(threads, static_cast<int64_t>(2.0 * M * N * K / kGemmMinFlopsPerThread)));
   const int64_t mp = (M + pl.mr - 1) / pl.mr, np = (N + pl.nr - 1) / pl.nr;
   int64_t gm = 1, gn = 1;
   if (threads > 1) {

@@ -4,6 +4,14 @@
 
 namespace pynn {
 
+// Below this many flops per thread, waking a pool thread costs more than it saves. The pool is
+// the OpenMP team torch uses too, whose workers spin between back-to-back ops, so a second
+// thread already pays off for a few microseconds of work. On the 2-core Zen 4, M = 32 rows and
+// K = 128: N = 128 (1 MFLOP) 13.6 -> 9.9 us, N = 256 24.1 -> 18.9 us with 2 threads (the old
+// limit of 1.5 MFLOP per thread ran both on one); N = 64 (0.5 MFLOP) was no faster split.
+// gemm_cpu and the callers that split GEMM-shaped work themselves use it.
+constexpr double kGemmMinFlopsPerThread = 0.5e6;
+
 // C[M,N] = alpha * A[M,K] @ B[K,N] + beta * C, row-major C with row stride c_rs and unit column
 // stride. A and B may have any strides, so transposed operands are just swapped strides.
 // beta == 0 never reads C (it may hold NaN). Runs on the pool; serial inside a parallel region.

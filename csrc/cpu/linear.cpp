@@ -170,11 +170,12 @@ void narrow_forward(const TensorView& input, const TensorView& weight,
   const GemmPacking<T> gp;
   const int64_t nr = gemm_panel_shape<T>().nr;
   // Chunks of whole panels whose X^T stays within 64 KiB (at least one panel), and tasks of at
-  // least ~0.5 MFLOP, so that a small layer stays on the calling thread.
+  // least gemm_cpu's flops per thread, so that a small layer stays on the calling thread.
   const int64_t chunk = std::max<int64_t>(1, 16384 / K / nr) * nr;
   const int64_t chunks = (M + chunk - 1) / chunk;
   const double chunk_flops = 2.0 * double(chunk) * double(N) * double(K);
-  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(0.5e6 / chunk_flops));
+  const int64_t grain =
+      std::max<int64_t>(1, static_cast<int64_t>(kGemmMinFlopsPerThread / chunk_flops));
   const T* x = input.ptr<T>();
   const int64_t x_rs = input.strides[0], x_cs = input.strides[1];
   T* y = output.ptr<T>();

@@ -273,11 +273,10 @@ inline void prob_grad_row_w(const T* l, const T* q, T* gx, T* gt, int64_t C, con
                             T smoothing, T inv_c, T coef) {
   const cpu::VecExp ex;
   auto wc = [&](int64_t c) { return Weighted ? w[c] : T(1); };
-  // sum_c smoothed_target(q_c) w_c = (1 - s) sum_c q_c w_c + s / C sum_c w_c, on vectors
-  // (cpu/row_reduce.h).
+  // sum_c smoothed_target(q_c) w_c, its two plain sums on vectors (cpu/row_reduce.h)
   const double sw = Weighted ? cpu::row_sum_product(C, w) : double(C);
   const double sqw = Weighted ? cpu::row_sum_product(C, q, w) : cpu::row_sum_product(C, q);
-  const T swq = static_cast<T>(double(T(1) - smoothing) * sqw + double(smoothing * inv_c) * sw);
+  const T swq = static_cast<T>(smoothed_target_sum<double>(sqw, sw, smoothing, inv_c));
   for (int64_t k = 0; k < C; ++k)
     gx[k] = prob_grad(ex(l[k]), smoothed_target(q[k], smoothing, inv_c) * wc(k), swq, coef);
   if (gt)
@@ -415,19 +414,16 @@ void cross_entropy_forward_cpu(const TensorView& input, const TensorView& target
       double part[cpu::kSoftmaxTile];
       std::fill_n(part, w, 0.0);
       if (K == 1) {
-        // One contiguous row: the sums run on vectors (cpu/row_reduce.h). smoothed_target is
-        // q (1 - s) + s / C, so the prob sum splits into (1 - s) sum_c q_c w_c lp_c and
-        // s / C sum_c w_c lp_c.
+        // One contiguous row: the sums run on vectors (cpu/row_reduce.h), the prob sum as
+        // smoothed_target_sum's two plain sums of w_c lp_c.
         auto sum_wl = [&](const T* q) {
           if (q) return a.w ? cpu::row_sum_product(C, q, a.w, l) : cpu::row_sum_product(C, q, l);
           return a.w ? cpu::row_sum_product(C, a.w, l) : cpu::row_sum_product(C, l);
         };
         const double smooth = a.smoothing > T(0) ? sum_wl(nullptr) : 0.0;
-        if (tp)
-          part[0] = -(double(T(1) - a.smoothing) * sum_wl(tp + base) +
-                      double(a.smoothing * a.inv_classes) * smooth);
-        else
-          part[0] = -smooth;
+        part[0] = tp ? -smoothed_target_sum<double>(sum_wl(tp + base), smooth, a.smoothing,
+                                                    a.inv_classes)
+                     : -smooth;
       } else if (tp) {
         const T* q = tp + base;
         for (int64_t c = 0; c < C; ++c) {

@@ -51,6 +51,13 @@ PYNN_HOST_DEVICE T smoothed_target(T q, T smoothing, T inv_classes) {
   return q * (T(1) - smoothing) + smoothing * inv_classes;
 }
 
+// sum_c smoothed_target(q_c) f_c from sum_q = sum_c q_c f_c and sum_f = sum_c f_c: the target is
+// linear in q, so a row's sum splits into two plain sums that vectorise.
+template <class A>
+PYNN_HOST_DEVICE A smoothed_target_sum(A sum_q, A sum_f, A smoothing, A inv_classes) {
+  return (A(1) - smoothing) * sum_q + smoothing * inv_classes * sum_f;
+}
+
 // Loss of one sample from its partial sums (class targets); `nll` and `smooth` are the sample's
 // -w_t lp_t and -sum_c w_c lp_c.
 template <class T>
