@@ -637,7 +637,9 @@ def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threa
 # float32 layers with at least 16 input and 32 output channels per group run the blocked kernel
 # (csrc/cpu/conv_blocked.cpp) on AVX-512 CPUs: output channels as the vector lanes, up to 8
 # positions of one output row as the rows (8 across rows and samples where rows are narrower than
-# 4), read in place from the input in 16-channel blocks. The grid covers one 7-wide tile per row
+# 4), in 16-channel blocks: read from the input in place at horizontal stride 1 with whole blocks,
+# else from a padded copy (channel_tails, stride2, pointwise_stride2, narrow_rows and the input
+# gradient of channel_tails). The grid covers one 7-wide tile per row
 # (7 x 7, every tile at the padding), a last channel block and panel that are partly padding
 # (56 channels), two K blocks and tiles split into chunks (160 input channels, 800 positions),
 # stride, dilation with a rectangular kernel, asymmetric padding, groups, an unpadded 5x5 on one

@@ -10,7 +10,10 @@
 //   xb[group][cb][n][Hp][Wp][16],  zero-padded to Hp x Wp, the extent the taps reach,
 // so that tap (kh, kw) of position (n, oh, ow) reads the 16 channels of a block as one cache
 // line at xb + n * Hp*Wp*16 + ((oh*sh + kh*dh) * Wp + ow*sw + kw*dw) * 16, whatever the stride,
-// dilation or padding. The weights go into panels [group][panel][cb][tap][16][32] (output
+// dilation or padding. At horizontal stride 1 with whole channel blocks (most layers), the tiles
+// read the input in place instead, 8 consecutive positions of each channel, and no copy is made:
+// each tap is summed only over the positions that read it inside the input (below), so no
+// padding is read. The weights go into panels [group][panel][cb][tap][16][32] (output
 // channels innermost, zero past the last channel), and the register tile of 8 positions x 32
 // channels takes, per (tap, channel), two vector loads of the panel and 8 broadcasts from the
 // positions' lines: the GEMM micro-kernel's shape, with no column matrix built.
@@ -34,7 +37,8 @@
 //
 // Scratch, the calling thread's (reused from call to call and shared by the passes up to 64 MiB,
 // freed at the end of a call above that):
-// xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded), and for the weight
+// xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded; none for a forward that
+// reads the input in place), and for the weight
 // gradient gyT, G * N * OH * OW * ceil(cout_g/32) * 32 floats. Per pool thread: a panel slice
 // (at most 160 KiB, or one channel block), the accumulators of an item's tiles (at most 64 *
 // 256 floats) or, for the weight gradient, one channel block's taps x 16 x 32 floats.
