@@ -487,7 +487,8 @@ def test_lstm_inference_ring_matches_full_workspaces(I, H, proj, layers, bidir, 
 
 
 # The CPU's loops over a ring: the fused region (input projection per step), the wide input
-# that projects a run at a time before a region per run (I = 1200), and the step-by-step loop.
+# that projects a run at a time before a region per run (I = 1200, with PYNN_RNN_INPUT_GEMM=whole:
+# the size rule would fuse it on 2 threads), and the step-by-step loop.
 # Without a backward the fused region keeps each thread's gates and cells in its own buffers
 # (csrc/cpu/rnn.cpp, OwnBuffers): 2 and 3 threads own slices that start past unit 0, whose
 # biases sit H apart while their gates sit nu apart, and the last cells reach c_n (and, with
@@ -500,6 +501,7 @@ def test_cpu_lstm_inference_ring_loops(I, loop, threads, proj, bias, cpu_threads
     cpu_threads(threads)
     monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
     monkeypatch.setenv("PYNN_RNN_LOOP", loop)
+    monkeypatch.setenv("PYNN_RNN_INPUT_GEMM", _input_gemm(I))
     T, N, H, dtype = 9, 4, 67, torch.float64
     ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, 1, bias=bias, bidirectional=True,
                       proj_size=proj, dtype=dtype)
@@ -659,8 +661,16 @@ def test_cells_without_autograd_match(device):
 # on these small layers: 3 threads over H = 131 own 32 / 64 / 35 units, over P = 5 own 1 / 2 / 2
 # outputs, and 4 threads over H = 3 leave one thread without units (it still meets the others at
 # every barrier). Small layers compute their input projection inside the region, a step ahead;
-# the wide inputs (I = 1200, 3000) exceed a thread's cache budget for that and take one GEMM
-# over all steps first. PYNN_RNN_LOOP=steps runs the step-by-step loop of csrc/ops/rnn_loop.h.
+# the wide inputs (I = 1200, 3000) stand for layers whose weights outgrow the caches and take one
+# GEMM over all steps first (forced with PYNN_RNN_INPUT_GEMM=whole: the size rule would fuse
+# these on some thread counts). PYNN_RNN_LOOP=steps runs the step-by-step loop of
+# csrc/ops/rnn_loop.h.
+
+
+def _input_gemm(I):
+    """PYNN_RNN_INPUT_GEMM for an input width of the grids: one GEMM first for the wide ones."""
+    return "whole" if I >= 1000 else "step"
+
 
 FUSED_LSTM_GRID = [  # I, H, proj, bidirectional, batch, threads
     (6, 131, 0, False, 9, 3), (6, 131, 0, True, 1, 2), (6, 37, 5, False, 4, 3),
@@ -678,6 +688,7 @@ def test_cpu_lstm_loop_parity(I, H, proj, bidir, batch, threads, loop, dtype, cp
     cpu_threads(threads)
     monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
     monkeypatch.setenv("PYNN_RNN_LOOP", loop)
+    monkeypatch.setenv("PYNN_RNN_INPUT_GEMM", _input_gemm(I))
     T, layers = 5, 2
     D, P = (2 if bidir else 1), (proj or H)
     ref, ours = _pair(torch.nn.LSTM, pynn.nn.LSTM, I, H, layers, bidirectional=bidir,
@@ -711,6 +722,7 @@ def test_cpu_rnn_loop_parity(I, H, bidir, batch, threads, nl, loop, dtype, cpu_t
     cpu_threads(threads)
     monkeypatch.setenv("PYNN_RNN_THREADS", str(threads))
     monkeypatch.setenv("PYNN_RNN_LOOP", loop)
+    monkeypatch.setenv("PYNN_RNN_INPUT_GEMM", _input_gemm(I))
     T, layers = 5, 2
     D = 2 if bidir else 1
     ref, ours = _pair(torch.nn.RNN, pynn.nn.RNN, I, H, layers, nonlinearity=nl,
@@ -878,4 +890,8 @@ def test_cpu_loop_env_rejects_bad_values(monkeypatch):
     monkeypatch.setenv("PYNN_RNN_LOOP", "fused")
     monkeypatch.setenv("PYNN_RNN_THREADS", "0")
     with pytest.raises(ValueError, match="PYNN_RNN_THREADS"):
+        m(x)
+    monkeypatch.setenv("PYNN_RNN_THREADS", "1")
+    monkeypatch.setenv("PYNN_RNN_INPUT_GEMM", "ahead")
+    with pytest.raises(ValueError, match="PYNN_RNN_INPUT_GEMM"):
         m(x)
