@@ -426,3 +426,32 @@ def test_gpu_check_dry_run_reports_and_fails_on_test_failure(tmp_path):
                    "| torch |", "| nvcc |", "| pynn commit | abc1234 (given by GPU_CHECK_COMMIT) |"):
         assert needle in text, needle
     assert (tmp_path / "rep" / reports[0].stem / "results.csv").exists()
+
+
+# ---- benchmarks/ab.py: two builds in one process ----
+
+def _ab(*args):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_ab_runs_two_builds_and_torch_side_by_side():
+    """The build under test against itself: both copies import and run, and each reports its
+    times, the per-round ratio and speedups (a ratio far from 1 would mean the copies are not
+    timed alike; the bound is loose because no timing is asserted)."""
+    build = Path(F.__file__).resolve().parents[1]  # the folder that holds this pynn
+    out = _ab(build, build, "--cases", "conv1x1", "--rounds", "2", "--threads", "1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [s for s in out.stdout.splitlines() if s.startswith("conv1x1_28")]
+    assert len(lines) == 1, out.stdout
+    fields = lines[0].split()
+    ratio = float(fields[fields.index("new/old") + 1])
+    assert 0.2 < ratio < 5 and "speedup old" in lines[0] and "(new faster" in lines[0]
+
+
+def test_ab_rejects_a_folder_without_a_build_and_an_unknown_case(tmp_path):
+    out = _ab(tmp_path, tmp_path)
+    assert out.returncode != 0 and "holds no built pynn package" in out.stderr
+    build = Path(F.__file__).resolve().parents[1]
+    out = _ab(build, build, "--cases", "nosuchcase")
+    assert out.returncode != 0 and "no case starts with 'nosuchcase'" in out.stderr
