@@ -637,9 +637,9 @@ def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threa
 # float32 layers with at least 16 input and 32 output channels per group run the blocked kernel
 # (csrc/cpu/conv_blocked.cpp) on AVX-512 CPUs: output channels as the vector lanes, up to 8
 # positions of one output row as the rows (8 across rows and samples where rows are narrower than
-# 4), in 16-channel blocks: read from the input in place at horizontal stride 1 with whole blocks,
-# else from a padded copy (channel_tails, stride2, pointwise_stride2, narrow_rows and the input
-# gradient of channel_tails). The grid covers one 7-wide tile per row
+# 4), in 16-channel blocks: read from the input in place at horizontal stride 1 or 2 with whole
+# blocks, else from a padded copy (channel_tails, stride3_copy, pointwise_stride2, narrow_rows and
+# the input gradient of channel_tails). The grid covers one 7-wide tile per row
 # (7 x 7, every tile at the padding), a last channel block and panel that are partly padding
 # (56 channels), two K blocks and tiles split into chunks (160 input channels, 800 positions),
 # stride, dilation with a rectangular kernel, asymmetric padding, groups, an unpadded 5x5 on one
@@ -651,6 +651,7 @@ BLOCKED_GRID = [
     ("channel_tails", (2, 56, 9, 11), (56, 56, 3, 3), dict(padding=1), "fiw"),
     ("k_blocks", (2, 160, 20, 20), (64, 160, 3, 3), dict(padding=1), "fiw"),
     ("stride2", (2, 48, 15, 17), (96, 48, 3, 3), dict(stride=2, padding=1), "fw"),
+    ("stride3_copy", (2, 64, 16, 19), (64, 64, 3, 3), dict(stride=3, padding=1), "fw"),
     ("dilation_rect", (2, 64, 12, 14), (64, 64, 3, 5), dict(padding=(2, 4), dilation=2), "fiw"),
     ("same_even", (2, 32, 9, 10), (32, 32, 2, 4), dict(padding="same"), "fi"),
     ("groups", (2, 128, 8, 9), (128, 64, 3, 3), dict(padding=1, groups=2), "fiw"),

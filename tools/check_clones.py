@@ -18,7 +18,7 @@ forcing the callee inline (PYNN_ALWAYS_INLINE, PYNN_HOST_DEVICE) or adding `flat
 entry point, or by moving a cold call (an error path) out of the clone.
 
 It also checks that the register-tile kernels of the GEMM (k512f_rows<8> and the like, gemm.cpp)
-and of the blocked convolution (blocked_tile<R, all taps, in place>, conv_blocked.cpp) keep their
+and of the blocked convolution (blocked_tile<R, all taps, step>, conv_blocked.cpp) keep their
 accumulators in registers: unless GCC unrolls the loops over the tile completely it keeps
 the tile as an array on the stack outside the k loop, zeroes it there and reads it back for C,
 which cost 12% of the kernel's time in the LSTM step. Any full-width vector move between a ymm or
@@ -52,7 +52,7 @@ OFFSET = re.compile(r"\+0x[0-9a-f]+$")
 # The register-tile kernels (the GEMM's, packed and in-place A, and the blocked convolution's),
 # and a vector move to or from the stack.
 TILE_KERNEL = re.compile(
-    r"::(?:[kr](?:512|256)[fd]_rows<\d+>|blocked_tile<\d+(?:, (?:true|false))+>)\(")
+    r"::(?:[kr](?:512|256)[fd]_rows<\d+>|blocked_tile<\d+(?:, (?:true|false|\d+))+>)\(")
 STACK_VECTOR = re.compile(r"\svmov\w*\s+(%[yz]mm\d+,\S*\(%r[sb]p\)|\S*\(%r[sb]p\),%[yz]mm\d+)")
 STACK_LOAD = re.compile(r"\smov\w*\s+-?(?:0x[0-9a-f]+)?\(%r[sb]p\),%r\w+")
 MAX_STACK_LOADS = 32

@@ -268,13 +268,15 @@ void pack_panel(const Conv2dGeom& g, const Plan& p, const ConvWeightSource& w, i
 // kAllTaps: the taps are all of them in order (tap[i] = i, ntaps of them), and the panel is
 // read straight through, as most tiles do; the interior tiles of a 56 x 56 layer ran 3% slower
 // through the tap list.
-// kDirect: the rows are consecutive positions of the input itself (rows[r] = rows[0] + r), read
-// in place: R broadcasts from one run of each channel (when: see conv2d_blocked).
-template <int R, bool kAllTaps, bool kDirect>
+// kStep > 0: the rows are positions of the input itself kStep floats apart along a row
+// (rows[r] = rows[0] + r * kStep), read in place: R broadcasts at fixed offsets from one
+// pointer per channel (when: see conv2d_blocked). kStep 0: rows[r] are lines of xb.
+template <int R, bool kAllTaps, int kStep>
 PYNN_TARGET_AVX512F void blocked_tile(const float* src, const int64_t* rows, const int64_t* toff,
                                       const int* tap, int ntaps, int64_t ncb, int64_t cb_stride,
                                       int64_t c_stride, int64_t w_cb, const float* B, float* out,
                                       bool accumulate) {
+  constexpr bool kDirect = kStep > 0;
   __m512 acc[R][2];
   PYNN_UNROLL_ROWS
   for (int r = 0; r < R; ++r)
@@ -293,7 +295,7 @@ PYNN_TARGET_AVX512F void blocked_tile(const float* src, const int64_t* rows, con
         const __m512 b0 = _mm512_load_ps(Bt), b1 = _mm512_load_ps(Bt + 16);
         PYNN_UNROLL_ROWS
         for (int r = 0; r < R; ++r) {
-          const __m512 av = _mm512_set1_ps(kDirect ? ac[r] : a[r][c]);
+          const __m512 av = _mm512_set1_ps(kDirect ? ac[r * kStep] : a[r][c]);
           acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
           acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
         }
@@ -316,16 +318,21 @@ PYNN_TARGET_AVX512F void blocked_tile(const float* src, const int64_t* rows, con
 using BlockedTileFn = void (*)(const float*, const int64_t*, const int64_t*, const int*, int,
                                int64_t, int64_t, int64_t, int64_t, const float*, float*, bool);
 
-// blocked_tile<R, all taps?, direct?> for R = 1 .. kMr, indexed [direct?][all taps?][R].
-template <bool kAllTaps, bool kDirect, size_t... R>
+// Horizontal strides whose convolutions read the input in place (kStep of blocked_tile).
+constexpr int64_t kMaxDirectStride = 2;
+
+// blocked_tile<R, all taps?, step> for R = 1 .. kMr, indexed [step][all taps?][R].
+template <bool kAllTaps, int kStep, size_t... R>
 constexpr std::array<BlockedTileFn, kMr + 1> blocked_tiles(std::index_sequence<R...>) {
-  return {nullptr, blocked_tile<static_cast<int>(R) + 1, kAllTaps, kDirect>...};
+  return {nullptr, blocked_tile<static_cast<int>(R) + 1, kAllTaps, kStep>...};
 }
-constexpr std::array<BlockedTileFn, kMr + 1> kBlockedTiles[2][2] = {
-    {blocked_tiles<false, false>(std::make_index_sequence<kMr>()),
-     blocked_tiles<true, false>(std::make_index_sequence<kMr>())},
-    {blocked_tiles<false, true>(std::make_index_sequence<kMr>()),
-     blocked_tiles<true, true>(std::make_index_sequence<kMr>())}};
+constexpr std::array<BlockedTileFn, kMr + 1> kBlockedTiles[kMaxDirectStride + 1][2] = {
+    {blocked_tiles<false, 0>(std::make_index_sequence<kMr>()),
+     blocked_tiles<true, 0>(std::make_index_sequence<kMr>())},
+    {blocked_tiles<false, 1>(std::make_index_sequence<kMr>()),
+     blocked_tiles<true, 1>(std::make_index_sequence<kMr>())},
+    {blocked_tiles<false, 2>(std::make_index_sequence<kMr>()),
+     blocked_tiles<true, 2>(std::make_index_sequence<kMr>())}};
 
 // The taps of a tile grouped by the rows that read them inside the input. Tap (kh, kw) is read
 // in the input by the positions whose oh lies in kernel row kh's range and whose ow lies in
@@ -556,12 +563,13 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
 #if PYNN_BLOCKED_X86
   const Plan p = make_plan(g);
   // The source the tiles read: x in place, or its copy xb. Where the tiles are stretches of an
-  // output row at stride 1, a tile's positions are consecutive in x, and its tap classes keep
-  // every read inside the input (TapClasses), so the padded copy is not needed; whole channel
-  // blocks keep a block's reads within its group. In place, 3x3 layers of 64 to 512 channels
-  // at 56 x 56 down to 7 x 7 ran 3-5% faster (one process, 2 threads; 6-14% at 16 threads on a
-  // Xeon), the copy's share of the time.
-  const bool direct = p.row_tiles > 0 && g.sw == 1 && g.cin_g % kCb == 0;
+  // output row at horizontal stride 1 or 2, a tile's positions lie 1 or 2 floats apart in x,
+  // and its tap classes keep every read inside the input (TapClasses), so the padded copy is not
+  // needed; whole channel blocks keep a block's reads within its group. In place, 3x3 layers of
+  // 64 to 512 channels at 56 x 56 down to 7 x 7 ran 3-5% faster (one process, 2 threads; 6-14%
+  // at 16 threads on a Xeon), the copy's share of the time; at stride 2, where the copy is of
+  // four times the input per output, ResNet's downsampling 3x3 layers ran 16-29% faster.
+  const bool direct = p.row_tiles > 0 && g.sw <= kMaxDirectStride && g.cin_g % kCb == 0;
   std::optional<CallScratch> scratch;
   const float* src = x;
   int64_t cb_stride = kCb * g.HW, c_stride = g.HW;
@@ -651,7 +659,7 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
                      : xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp) * kCb;
           const int64_t y0 = (n * g.Cout + gi * g.cout_g + m0) * g.P + oh * g.OW;
           for (int r = 0; r < n_rows; ++r) {
-            rows[r] = line + (ow0 + r) * g.sw * (direct ? 1 : kCb);
+            rows[r] = line + (ow0 + r) * g.sw * (direct ? 1 : kCb);  // direct: kStep = sw
             y_at[r] = y0 + ow0 + r;
           }
           pattern = row_kind[oh] * p.row_tiles + s;
@@ -683,7 +691,7 @@ void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, con
         const bool full_first = first != end && first->lo == 0 && first->hi == n_rows;
         if (kb == 0 && !full_first) std::fill_n(out, n_rows * kNr, 0.0f);
         for (const TapClasses::Class* k = first; k != end; ++k)
-          kBlockedTiles[direct][k->n == p.taps][k->hi - k->lo](
+          kBlockedTiles[direct ? g.sw : 0][k->n == p.taps][k->hi - k->lo](
               src, rows + k->lo, toff.data(), classes->taps(*k), k->n, ncb, cb_stride, c_stride,
               p.w_cb, B, out + k->lo * kNr, kb > 0 || k != first || !full_first);
         if (last) write_tile(out, y_at, n_rows, cols, g.P, bias, y);

@@ -10,9 +10,9 @@
 //   xb[group][cb][n][Hp][Wp][16],  zero-padded to Hp x Wp, the extent the taps reach,
 // so that tap (kh, kw) of position (n, oh, ow) reads the 16 channels of a block as one cache
 // line at xb + n * Hp*Wp*16 + ((oh*sh + kh*dh) * Wp + ow*sw + kw*dw) * 16, whatever the stride,
-// dilation or padding. At horizontal stride 1, with whole channel blocks and output rows of 4 or
-// more positions (most layers), the tiles read the input in place instead, up to 8 consecutive
-// positions of each channel, and no copy is made: each tap is summed only over the positions
+// dilation or padding. At horizontal stride 1 or 2, with whole channel blocks and output rows of
+// 4 or more positions (most layers), the tiles read the input in place instead, up to 8
+// positions of one row of each channel, and no copy is made: each tap is summed only over the positions
 // that read it inside the input (below), so no padding is read. The weights go into panels [group][panel][cb][tap][16][32] (output
 // channels innermost, zero past the last channel), and the register tile of 8 positions x 32
 // channels takes, per (tap, channel), two vector loads of the panel and 8 broadcasts from the
