@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -407,13 +408,21 @@ std::pair<int64_t, int64_t> unit_slice(int64_t n, int nt, int k) {
   return {std::min(n, c0 * grain), std::min(n, c1 * grain)};
 }
 
-bool use_step_loop() {
-  const char* env = std::getenv("PYNN_RNN_LOOP");
-  if (env == nullptr || *env == '\0' || std::strcmp(env, "fused") == 0) return false;
-  if (std::strcmp(env, "steps") == 0) return true;
-  throw ValueError(detail::concat("rnn: PYNN_RNN_LOOP must be 'fused' or 'steps', got '", env,
-                                  "'"));
+// Which of `choices` the environment variable `name` holds (its index), or -1 when it is unset
+// or empty; any other value raises a ValueError that lists the choices.
+int env_choice(const char* name, std::initializer_list<const char*> choices) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return -1;
+  int i = 0;
+  std::string listed;
+  for (const char* c : choices) {
+    if (std::strcmp(env, c) == 0) return i;
+    listed += (i++ == 0 ? "'" : ", '") + std::string(c) + "'";
+  }
+  throw ValueError(detail::concat("rnn: ", name, " must be one of ", listed, ", got '", env, "'"));
 }
+
+bool use_step_loop() { return env_choice("PYNN_RNN_LOOP", {"fused", "steps"}) == 1; }
 
 size_t round64(size_t elems, size_t size) { return (elems * size + 63) / 64 * 64 / size; }
 
@@ -484,12 +493,10 @@ constexpr double kFusedTotalBytes = 16e6;
 
 template <class T>
 bool fuse_input(int threads, int64_t gates, int64_t I, int64_t K_rec) {
-  if (const char* env = std::getenv("PYNN_RNN_INPUT_GEMM"); env != nullptr && *env != '\0') {
-    if (std::strcmp(env, "step") == 0) return true;
-    if (std::strcmp(env, "whole") == 0) return false;
-    if (std::strcmp(env, "auto") != 0)
-      throw ValueError(detail::concat(
-          "rnn: PYNN_RNN_INPUT_GEMM must be 'auto', 'step' or 'whole', got '", env, "'"));
+  switch (env_choice("PYNN_RNN_INPUT_GEMM", {"auto", "step", "whole"})) {
+    case 1: return true;
+    case 2: return false;
+    default: break;  // unset or auto: the size rule
   }
   const double total = double(gates) * double(I + K_rec) * sizeof(T), slice = total / threads;
   return slice <= kFusedL2Bytes || (slice <= kFusedSliceBytes && total <= kFusedTotalBytes);
