@@ -41,6 +41,16 @@ def _conv(xs, ws, **kw):
     return make
 
 
+def _conv_input_grad(xs, ws, **kw):
+    """Forward and input gradient (the weight needs none)."""
+    def make(lib):
+        x, w = torch.randn(xs, requires_grad=True), torch.randn(ws)
+        conv = TF.conv2d if lib is None else lib.functional.conv2d
+        gy = torch.randn_like(TF.conv2d(x.detach(), w, **kw))
+        return lambda: torch.autograd.grad(conv(x, w, **kw), x, gy)
+    return make
+
+
 def _lstm(I, H, **kw):
     def make(lib):
         torch.manual_seed(0)  # the same weights for every contestant
@@ -65,6 +75,12 @@ CASES = {
     "conv3x3s2_14": (_conv((4, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1), 10),
     "conv11x11s4_alexnet": (_conv((8, 3, 224, 224), (64, 3, 11, 11), stride=4, padding=2), 10),
     "conv1x1_28": (_conv((8, 256, 28, 28), (128, 256, 1, 1)), 20),
+    # ResNet-18's downsampling convs at batch 4, forward + input gradient
+    "gx3x3s2_56": (_conv_input_grad((4, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1), 5),
+    "gx3x3s2_28": (_conv_input_grad((4, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1), 5),
+    "gx3x3s2_14": (_conv_input_grad((4, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1), 5),
+    "gx1x1s2_56": (_conv_input_grad((4, 64, 56, 56), (128, 64, 1, 1), stride=2), 10),
+    "gx1x1s2_28": (_conv_input_grad((4, 128, 28, 28), (256, 128, 1, 1), stride=2), 10),
     "lstm_128": (_lstm(128, 256), 2),
     "lstm_256": (_lstm(256, 256), 2),
     "lstm_2layer_bi": (_lstm(128, 256, num_layers=2, bidirectional=True), 1),

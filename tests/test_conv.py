@@ -644,8 +644,13 @@ def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threa
 # (56 channels), two K blocks and tiles split into chunks (160 input channels, 800 positions),
 # stride, dilation with a rectangular kernel, asymmetric padding, groups, an unpadded 5x5 on one
 # sample, weight gradients summed over chunks of rows (20 x 40 outputs), and 1x1 kernels up to
-# 14 x 14 outputs. `passes` lists the passes it takes: f forward, i input gradient (stride 1),
-# w weight gradient (>= 8 items of 32 output x 16 input channels).
+# 14 x 14 outputs. The input gradient at stride > 1 runs as one convolution per phase of
+# grad_input (the stride2_* and stride3_4x4 cases): phases of 1, 2, 2 and 4 taps over unequal
+# sizes, taps two apart in the weight (5x5), stride along H only, phases no tap reaches (dilation
+# 2) written as zeros, phase rows of 3 read from a copy, groups, and stride 3. A phase whose
+# leading padding would be negative (stride3_copy's third) sends the whole gradient to the
+# other paths, as does a 1x1 kernel at stride > 1. `passes` lists the passes it takes: f forward, i input gradient, w weight
+# gradient (>= 8 items of 32 output x 16 input channels).
 BLOCKED_GRID = [
     ("deep_7x7", (4, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), "fiw"),
     ("channel_tails", (2, 56, 9, 11), (56, 56, 3, 3), dict(padding=1), "fiw"),
@@ -669,6 +674,15 @@ BLOCKED_GRID = [
     ("uneven_row_tiles", (2, 32, 11, 13), (64, 32, 3, 3), dict(padding=1), "fi"),
     ("narrow_rows", (3, 64, 3, 3), (128, 64, 3, 3), dict(padding=1), "fiw"),
     ("padding_beyond_kernel", (2, 64, 6, 6), (64, 64, 3, 3), dict(padding=3), "fw"),
+    ("stride2_phases", (2, 64, 15, 17), (64, 64, 3, 3), dict(stride=2, padding=1), "fiw"),
+    ("stride2_5x5", (2, 32, 18, 21), (32, 32, 5, 5), dict(stride=2, padding=2), "fi"),
+    ("stride_h_only", (2, 64, 12, 13), (64, 64, 3, 3), dict(stride=(2, 1), padding=1), "fiw"),
+    ("stride2_dilation2", (2, 64, 12, 13), (64, 64, 3, 3), dict(stride=2, padding=2, dilation=2),
+     "fiw"),
+    ("stride2_narrow_phases", (2, 64, 6, 6), (64, 64, 3, 3), dict(stride=2, padding=1), "fiw"),
+    ("stride2_groups", (2, 128, 10, 11), (128, 64, 3, 3), dict(stride=2, padding=1, groups=2),
+     "fiw"),
+    ("stride3_4x4", (2, 64, 16, 19), (64, 64, 4, 4), dict(stride=3, padding=1), "fiw"),
 ]
 
 
@@ -699,7 +713,9 @@ def test_blocked_kernel_matches_torch(name, xs, ws, kw, passes, threads, pool_th
     # place
     ((2, 64, 16, 16), (64, 64, 1, 1), {}, torch.float32, ""),
     ((2, 64, 14, 14), (64, 64, 1, 1), {}, torch.float32, "fiw"),
-], ids=["f64", "cin40", "cout48", "pointwise16", "pointwise14"])
+    # a 1x1's input gradient at stride 2 (one phase of 14 x 14) goes to the GEMM path
+    ((2, 64, 28, 28), (64, 64, 1, 1), dict(stride=2), torch.float32, "fw"),
+], ids=["f64", "cin40", "cout48", "pointwise16", "pointwise14", "pointwise_stride2"])
 def test_blocked_kernel_steps_aside(xs, ws, kw, dtype, passes):
     if not _cpu_has_avx512() or os.environ.get("PYNN_GEMM_KERNEL", "auto") not in ("auto",
                                                                                     "avx512"):

@@ -862,21 +862,6 @@ int64_t num_tiles(const Conv2dGeom& g, int64_t tile_cols) {
   return g.P == 0 ? 0 : (g.P + tile_cols - 1) / tile_cols;
 }
 
-// The convolution that the stride-1 input gradient of g is (conv2d_input_grad_is_conv): of
-// grad_output, padded by dil * (K - 1) - pad, into grad_input.
-Conv2dGeom input_grad_geom(const Conv2dGeom& g) {
-  Conv2dGeom t = g;
-  t.C = g.Cout, t.H = g.OH, t.W = g.OW;
-  t.Cout = g.C, t.OH = g.H, t.OW = g.W;
-  t.pt = g.dh * (g.KH - 1) - g.pt;
-  t.pl = g.dw * (g.KW - 1) - g.pl;
-  t.cin_g = g.cout_g, t.cout_g = g.cin_g;
-  t.kcol = g.cout_g * g.KH * g.KW;
-  t.P = g.HW, t.HW = g.P;
-  t.pointwise = false;
-  return t;
-}
-
 }  // namespace
 
 bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
@@ -895,8 +880,7 @@ bool conv2d_direct_cpu(const TensorView& input, const TensorView& weight,
     case ConvPass::forward:
       return conv2d_blocked_applies(g);
     case ConvPass::input_grad:
-      return conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g) &&
-             conv2d_blocked_applies(input_grad_geom(g));
+      return conv2d_blocked_input_grad_applies(g);
     default:
       return conv2d_blocked_weight_applies(g);
   }
@@ -937,10 +921,7 @@ void conv2d_forward_cpu(const TensorView& input, const TensorView& weight, const
       if (conv2d_direct_applies(g, input.dtype, ConvPass::forward))
         return conv2d_direct_forward(g, x, w, b, y);
     if constexpr (std::is_same<T, float>::value)
-      if (conv2d_blocked_applies(g)) {
-        const int64_t kk = g.KH * g.KW;
-        return conv2d_blocked(g, x, {w, g.cout_g * g.kcol, g.kcol, kk, 1}, b, y);
-      }
+      if (conv2d_blocked_applies(g)) return conv2d_blocked_forward(g, x, w, b, y);
     if (g.pointwise)
       return pointwise_forward(g, x, w, b, y, check_workspace(workspace, g, tile_cols, op),
                                tile_cols);
@@ -988,18 +969,15 @@ void conv2d_backward_input_cpu(const TensorView& grad_output, const TensorView& 
     if constexpr (std::is_same<T, float>::value)
       if (conv2d_direct_applies(g, grad_output.dtype, ConvPass::input_grad))
         return conv2d_direct_backward_input(g, gy, w, gx);
+    if constexpr (std::is_same<T, float>::value)
+      if (conv2d_blocked_input_grad_applies(g))
+        return conv2d_blocked_backward_input(g, gy, w, gx);
     if (conv2d_input_grad_is_conv(stride, padding, dilation, g.KH, g.KW, g.cin_g)) {
       // At stride 1 the input gradient is itself a convolution: of grad_output, padded by
       // dil*(K-1) - pad, with the kernel flipped and its channel axes swapped per group. It
       // then runs the forward's implicit GEMM, with no column matrix or scatter.
-      const Conv2dGeom t = input_grad_geom(g);
+      const Conv2dGeom t = conv2d_input_grad_phase(g, 0, 0).geom;
       const int64_t kk = g.KH * g.KW;
-      if constexpr (std::is_same<T, float>::value)
-        if (conv2d_blocked_applies(t)) {
-          // m: an input channel of g, c: an output channel of g, taps read back to front
-          const ConvWeightSource wt{w + (kk - 1), g.cout_g * g.kcol, kk, g.kcol, -1};
-          return conv2d_blocked(t, gy, wt, static_cast<const float*>(nullptr), gx);
-        }
       if (few_positions(t)) {
         // the flipped kernel as a row-major [C, Cout * kk] matrix (the calling thread's scratch)
         thread_local std::vector<T> wf;

@@ -12,11 +12,12 @@
 // line at xb + n * Hp*Wp*16 + ((oh*sh + kh*dh) * Wp + ow*sw + kw*dw) * 16, whatever the stride,
 // dilation or padding. At horizontal stride 1 or 2, with whole channel blocks and output rows of
 // 4 or more positions (most layers), the tiles read the input in place instead, up to 8
-// positions of one row of each channel, and no copy is made: each tap is summed only over the positions
-// that read it inside the input (below), so no padding is read. The weights go into panels [group][panel][cb][tap][16][32] (output
-// channels innermost, zero past the last channel), and the register tile of 8 positions x 32
-// channels takes, per (tap, channel), two vector loads of the panel and 8 broadcasts from the
-// positions' lines: the GEMM micro-kernel's shape, with no column matrix built.
+// positions of one row of each channel, and no copy is made: each tap is summed only over the
+// positions that read it inside the input (below), so no padding is read. The weights go into
+// panels [group][panel][cb][tap][16][32] (output channels innermost, zero past the last
+// channel), and the register tile of 8 positions x 32 channels takes, per (tap, channel), two
+// vector loads of the panel and 8 broadcasts from the positions' lines: the GEMM micro-kernel's
+// shape, with no column matrix built.
 //
 // A tile holds the positions of one stretch of an output row (rows of 4 or more positions are
 // cut into tiles of at most 8 of as even widths as possible: 7 -> 7, 14 -> 7 + 7, 56 -> 7 x 8;
@@ -37,28 +38,23 @@
 //
 // Scratch, the calling thread's (reused from call to call and shared by the passes up to 64 MiB,
 // freed at the end of a call above that):
-// xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded; none for a forward that
-// reads the input in place), and for the weight
-// gradient gyT, G * N * OH * OW * ceil(cout_g/32) * 32 floats. Per pool thread: a panel slice
-// (at most 160 KiB, or one channel block), the accumulators of an item's tiles (at most 64 *
-// 256 floats) or, for the weight gradient, one channel block's taps x 16 x 32 floats.
+// xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded, or grad_output for one
+// phase of the input gradient at a time; none where the tiles read it in place), and for the
+// weight gradient gyT, G * N * OH * OW * ceil(cout_g/32) * 32 floats. Per pool thread: a panel
+// slice (at most 160 KiB, or one channel block), the accumulators of an item's tiles (at most
+// 64 * 256 floats) or, for the weight gradient, one channel block's taps x 16 x 32 floats.
 //
-// Runs forward, and the stride-1 input gradient as the forward of its transposed geometry
-// (grad_output with the flipped kernel, channel axes swapped: see ConvWeightSource).
+// Runs the forward, and the input gradient as convolutions of grad_output: at stride 1 one, with
+// the flipped kernel and the channel axes swapped; at stride s x t the s*t phases of
+// grad_input (conv2d_input_grad_phase), each a stride-1 convolution with the kernel taps that
+// reach it, written into every s-th row and t-th column of grad_input. A ResNet downsampling
+// 3x3 (stride 2, pad 1) splits into phases of 1, 2, 2 and 4 taps; phases no tap reaches (those
+// of odd rows at stride 2 and dilation 2) are zeros.
 #include <cstdint>
 
 #include "math/conv.h"
 
 namespace pynn {
-
-// Where the kernel reads weight (group gi, output channel m, input channel c, tap t) of the
-// convolution it computes: w[gi * group + m * m_stride + c * c_stride + t * t_stride].
-// The forward reads the weight as it is; the input gradient reads it flipped (t_stride -1,
-// from the last tap) with the channel roles swapped.
-struct ConvWeightSource {
-  const float* w;
-  int64_t group, m_stride, c_stride, t_stride;
-};
 
 // Whether the blocked kernel takes convolution g (float32 is the caller's condition): an
 // AVX-512 CPU whose GEMM kernel choice is AVX-512 (PYNN_GEMM_KERNEL honoured), neither
@@ -68,8 +64,18 @@ struct ConvWeightSource {
 bool conv2d_blocked_applies(const Conv2dGeom& g);
 
 // y = conv(x, w) (+ b), y overwritten.
-void conv2d_blocked(const Conv2dGeom& g, const float* x, ConvWeightSource w, const float* b,
-                    float* y);
+void conv2d_blocked_forward(const Conv2dGeom& g, const float* x, const float* w, const float* b,
+                            float* y);
+
+// Whether the input gradient of g runs here: g's kernel is larger than 1x1 or its stride 1, and
+// every phase that a tap reaches is a convolution conv2d_blocked_applies takes (its leading
+// padding non-negative), except that a 1x1 phase of a larger kernel may have any number of
+// positions.
+bool conv2d_blocked_input_grad_applies(const Conv2dGeom& g);
+
+// grad_input (overwritten) of y = conv(x, w).
+void conv2d_blocked_backward_input(const Conv2dGeom& g, const float* gy, const float* w,
+                                   float* gx);
 
 // Whether the weight gradient of g runs here: conv2d_blocked_applies, and at least 8 (group,
 // panel of 32 output channels, block of 16 input channels) items to share among the threads.

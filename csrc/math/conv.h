@@ -124,6 +124,67 @@ inline Conv2dGeom conv2d_geom(const TensorView& input, const TensorView& weight,
   return g;
 }
 
+// ---- the input gradient as convolutions of grad_output ----
+// Input index i receives from output o through tap k when i = o*s - p + k*d. Split the inputs
+// by phase, i = ph + s*i': such an input receives through the taps k with ph + p - k*d
+// divisible by s, from output o = i' + (ph + p - k*d) / s. Those taps run k0, k0 - step, ...
+// down to 0 (step = s / gcd(s, d)), and their offsets (ph + p - k*d) / s rise by d*step/s
+// along them, so a phase is a stride-1 convolution of grad_output: the phase's taps flipped,
+// dilation d*step/s, leading padding minus the offset of k0. At stride 1 the one phase holds
+// every tap, dilation d and padding d*(K-1) - p: the familiar transposed convolution.
+struct ConvPhaseAxis {
+  int64_t taps;       // kernel taps of the phase; 0 when no output reaches its inputs
+  int64_t first;      // the largest of them: the phase kernel's tap 0
+  int64_t step;       // between the phase's taps in the kernel (taken downward)
+  int64_t dil, pad;   // of the phase convolution (pad < 0 when every offset is positive)
+  int64_t out;        // inputs in the phase: those of [0, in) that are ph mod s
+};
+
+inline ConvPhaseAxis conv_phase_axis(int64_t ph, int64_t in, int64_t K, int64_t s, int64_t p,
+                                     int64_t d) {
+  ConvPhaseAxis a{0, 0, 1, 1, 0, ph < in ? (in - ph + s - 1) / s : 0};
+  int64_t step = 1;
+  while (step * d % s != 0) ++step;
+  for (int64_t k = K - 1; k >= 0; --k) {
+    if (((ph + p - k * d) % s + s) % s != 0) continue;
+    a.taps = k / step + 1;
+    a.first = k;
+    a.step = step;
+    a.dil = step * d / s;
+    a.pad = -(ph + p - k * d) / s;  // exact division
+    break;
+  }
+  return a;
+}
+
+// Phase (ph, pw) of g's input gradient: grad_input[n, c, ph + sh*i, pw + sw*j] for the
+// positions (i, j) of `geom`, a stride-1 convolution of grad_output (channel axes swapped per
+// group). Its tap (a, b) is g's weight tap tap0 + a*tap_row + b*tap_col (flattened kh*KW + kw;
+// both steps are negative: the kernel flipped). `empty`: no tap reaches these inputs, whose
+// gradient is zero. At stride 1, phase (0, 0) is the whole gradient.
+struct ConvInputGradPhase {
+  Conv2dGeom geom;
+  int64_t tap0, tap_row, tap_col;
+  bool empty;
+};
+
+inline ConvInputGradPhase conv2d_input_grad_phase(const Conv2dGeom& g, int64_t ph, int64_t pw) {
+  const ConvPhaseAxis h = conv_phase_axis(ph, g.H, g.KH, g.sh, g.pt, g.dh);
+  const ConvPhaseAxis w = conv_phase_axis(pw, g.W, g.KW, g.sw, g.pl, g.dw);
+  Conv2dGeom t = g;
+  t.C = g.Cout, t.H = g.OH, t.W = g.OW;
+  t.Cout = g.C, t.OH = h.out, t.OW = w.out;
+  t.KH = h.taps, t.KW = w.taps;
+  t.sh = 1, t.sw = 1;
+  t.pt = h.pad, t.pl = w.pad;
+  t.dh = h.dil, t.dw = w.dil;
+  t.cin_g = g.cout_g, t.cout_g = g.cin_g;
+  t.kcol = g.cout_g * t.KH * t.KW;
+  t.P = t.OH * t.OW, t.HW = g.P;
+  t.pointwise = false;
+  return {t, h.first * g.KW + w.first, -h.step * g.KW, -w.step, t.KH == 0 || t.KW == 0};
+}
+
 // ---- per-element math of the CUDA kernels ----
 // One thread computes one of these. The CPU kernels run the same sums as row-segment loops;
 // conv2d_math_selfcheck_cpu (cpu/conv.cpp) compares the two so CPU tests cover these too.

@@ -31,10 +31,13 @@ scratch:
 - the blocked kernel (conv_blocked.h) for float32 layers on AVX-512 CPUs with at least 16 input
   and 32 output channels per group that fill their 16-channel blocks and 32-channel panels (all
   of ResNet's and VGG's 3x3 layers, any stride, dilation or padding): output channels as the
-  vector lanes, positions of the whole batch read in place from a 16-channel-blocked copy of
-  the input. The forward, the stride-1 input gradient (a convolution itself) and the weight
-  gradient (with at least 8 blocks of work); 1x1 kernels only up to 14 x 14 output positions.
-  Python allocates no workspace for these passes either (conv2d_direct_cpu says which).
+  vector lanes, positions of the whole batch read from the input in place or from a
+  16-channel-blocked copy of it. The forward, the input gradient (a convolution of
+  grad_output at stride 1; at stride s x t, one per phase of grad_input, each with the kernel
+  taps that reach it, written into every s-th row and t-th column; not for a 1x1 at stride >
+  1) and the weight gradient (with at least 8 blocks of work); 1x1 kernels only up to 14 x 14
+  output positions. Python allocates no workspace for these passes either (conv2d_direct_cpu
+  says which).
 - at most 100 output positions per sample (deep 7x7 layers), forward and stride-1 input
   gradient: one GEMM with positions as rows over a chunk of samples.
 - other stride-1 float32 layers on AVX-512 CPUs whose padded rows waste at most 1 position in 8
