@@ -647,7 +647,8 @@ def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threa
 # 14 x 14 outputs. The input gradient at stride > 1 runs as one convolution per phase of
 # grad_input (the stride2_* and stride3_4x4 cases): phases of 1, 2, 2 and 4 taps over unequal
 # sizes, taps two apart in the weight (5x5), stride along H only, phases no tap reaches (dilation
-# 2) written as zeros, phase rows of 3 read from a copy, groups, and stride 3. A phase whose
+# 2) written as zeros, phase rows of 3 read from a copy, groups, stride 3, and a single input
+# row (the taps of the odd rows' phase, which has no inputs, are packed nowhere). A phase whose
 # leading padding would be negative (stride3_copy's third) sends the whole gradient to the
 # other paths, as does a 1x1 kernel at stride > 1. `passes` lists the passes it takes: f forward, i input gradient, w weight
 # gradient (>= 8 items of 32 output x 16 input channels).
@@ -683,6 +684,7 @@ BLOCKED_GRID = [
     ("stride2_groups", (2, 128, 10, 11), (128, 64, 3, 3), dict(stride=2, padding=1, groups=2),
      "fiw"),
     ("stride3_4x4", (2, 64, 16, 19), (64, 64, 4, 4), dict(stride=3, padding=1), "fiw"),
+    ("stride2_one_row", (2, 64, 1, 9), (64, 64, 5, 5), dict(stride=2, padding=2), "fiw"),
 ]
 
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -573,6 +574,45 @@ PYNN_TARGET_AVX512F void unpack_block(const float* block, int64_t mn, int64_t kn
   }
 }
 
+// Packs channel block cb of panel j of group gi for every phase of g's input gradient at once.
+// Within a group, the weights of one output channel of g (the phases' input channel c) and 8
+// input channels (their output channels m) are an 8 x KH*KW block of consecutive floats: 8 x 8
+// register transposes turn its taps into rows of 8 channels, and each goes to its phase's
+// slice, at[tap] (tap kh * KW + kw of g, null for a phase with no inputs), at that phase's
+// index of the tap. Packed phase by phase, each phase's taps took a gather per tap and 8
+// channels (pack_channel), 16% of a 14 x 14 layer's time; packed for all phases into one
+// buffer ahead of the items, the weights went through memory twice (8%).
+PYNN_TARGET_AVX512F void pack_phase_block(const Conv2dGeom& g, const float* w, int64_t gi,
+                                          int64_t j, int64_t cb, float* const* at) {
+  const int64_t kk = g.KH * g.KW;
+  const float* const end = w + g.Cout * g.kcol;
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t m0 = j * kNr, mn = std::min(kNr, g.cin_g - m0);
+  for (int64_t c = 0; c < kCb; ++c) {
+    const int64_t co = cb * kCb + c;  // g's output channel: the phases' input channel c
+    for (int64_t m8 = 0; m8 < kNr; m8 += 8) {
+      const int64_t rows = co < g.cout_g ? std::clamp<int64_t>(mn - m8, 0, 8) : 0;
+      const float* s = w + ((gi * g.cout_g + co) * g.cin_g + m0 + m8) * kk;
+      for (int64_t o8 = 0; o8 < kk; o8 += 8) {
+        const int n = static_cast<int>(std::min<int64_t>(8, kk - o8));
+        const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
+        __m256 v[8];
+        // Past a row's last tap the loads run into the next row, whose lanes are not stored;
+        // only at the end of the weight does that take a masked load (slow on AMD's cores).
+        for (int r = 0; r < 8; ++r) {
+          const float* q = s + r * kk + o8;
+          v[r] = r >= rows      ? _mm256_setzero_ps()
+                 : q + 8 <= end ? _mm256_loadu_ps(q)
+                                : _mm256_maskload_ps(q, live);
+        }
+        transpose8(v);
+        for (int k = 0; k < n; ++k)
+          if (at[o8 + k]) _mm256_store_ps(at[o8 + k] + c * kNr + m8, v[k]);
+      }
+    }
+  }
+}
+
 // Whether the tiles of g read x in place instead of its copy xb: where they are stretches of an
 // output row (rows of kMinRowTile or more) at horizontal stride 1 or 2, a tile's positions lie
 // 1 or 2 floats apart in x, and whole channel blocks keep a block's reads within its group.
@@ -580,143 +620,199 @@ bool reads_in_place(const Conv2dGeom& g) {
   return g.OW >= kMinRowTile && g.sw <= kMaxDirectStride && g.cin_g % kCb == 0;
 }
 
-// out = conv(x, w) (+ b), the forward of g's geometry whatever it is a pass of.
-void blocked_conv(const Conv2dGeom& g, const float* x, const ConvWeightSource& w, const float* b,
-                  const ConvOutput& out) {
-  const Plan p = make_plan(g);
-  // The source the tiles read: x in place (reads_in_place), or its copy xb. In place, the tap
-  // classes keep every read inside the input (TapClasses), so the padded copy is not needed,
-  // and 3x3 layers of 64 to 512 channels at 56 x 56 down to 7 x 7 ran 3-5% faster (one
-  // process, 2 threads; 6-14% at 16 threads on a Xeon), the copy's share of the time; at
-  // stride 2, where the copy is of four times the input per output, ResNet's downsampling 3x3
-  // layers ran 16-29% faster.
-  const bool direct = reads_in_place(g);
-  std::optional<CallScratch> scratch;
-  const float* src = x;
-  int64_t cb_stride = kCb * g.HW, c_stride = g.HW;
-  if (!direct) {
-    scratch.emplace(g.G * p.x_group);
-    pack_input(g, p, x, scratch->data());
-    src = scratch->data();
-    cb_stride = p.cb_stride;
-    c_stride = 1;
-  }
-  std::vector<int64_t> toff(static_cast<size_t>(p.taps));
-  for (int64_t kh = 0; kh < g.KH; ++kh)
-    for (int64_t kw = 0; kw < g.KW; ++kw)
-      toff[kh * g.KW + kw] =
-          direct ? kh * g.dh * g.W + kw * g.dw : (kh * g.dh * p.Wp + kw * g.dw) * kCb;
-  // K blocks: channel blocks whose panel slice fits kPanelBlockBytes.
-  const int64_t kcb = std::clamp<int64_t>(kPanelBlockBytes / (p.w_cb * 4), 1, p.cblocks);
-  const int64_t kblocks = (p.cblocks + kcb - 1) / kcb;
-  // Items: (group, panel, range of tiles), enough of them to go round the threads, and short
-  // enough that accumulators kept across K blocks stay in L2.
-  const int threads = in_parallel_region() ? 1 : get_num_threads();
-  int64_t chunks = (4 * threads + g.G * p.panels - 1) / (g.G * p.panels);
-  if (kblocks > 1) chunks = std::max(chunks, (p.tiles + kMaxItemTiles - 1) / kMaxItemTiles);
-  chunks = std::clamp<int64_t>(chunks, 1, p.tiles);
-  const int64_t items = g.G * p.panels * chunks;
-  // With row tiles: the patterns of every kind of output row (row_kind[oh]: rows that reach the
-  // same kernel rows inside the input, such as all the rows away from the top and bottom, are
-  // one kind) and place s in the row, pattern row_kind[oh] * row_tiles + s.
-  const std::vector<int64_t> start = row_tile_starts(g, p);
-  std::vector<int64_t> row_kind(static_cast<size_t>(p.row_tiles > 0 ? g.OH : 0));
-  TapClasses row_classes(g, p);
-  {
-    const TapRanges& in = row_classes.ranges();
+// Floats of the copy xb that a convolution's tiles read (0 in place).
+int64_t copy_elems(const Conv2dGeom& g) {
+  return reads_in_place(g) ? 0 : g.G * make_plan(g).x_group;
+}
+
+// One convolution the blocked kernel computes, out = conv(x, w) (+ bias): a forward, or one
+// phase of an input gradient. Made once per call: where its tiles read (x in place, or its
+// copy into xb, copy_elems(g) floats), its taps' offsets there, and the tap classes of its
+// kinds of output rows. Not movable: row_classes refers to g.
+class BlockedJob {
+ public:
+  BlockedJob(const Conv2dGeom& geom, const float* x, float* xb, const ConvOutput& out,
+             const float* bias)
+      : g(geom), p(make_plan(g)), direct_(reads_in_place(g)), out_(out), bias_(bias),
+        src_(x), cb_stride_(kCb * g.HW), c_stride_(g.HW), toff_(static_cast<size_t>(p.taps)),
+        start_(row_tile_starts(g, p)), row_kind_(static_cast<size_t>(p.row_tiles > 0 ? g.OH : 0)),
+        row_classes_(g, p) {
+    // The source the tiles read: x in place (reads_in_place), or its copy xb. In place, the
+    // tap classes keep every read inside the input (TapClasses), so the padded copy is not
+    // needed, and 3x3 layers of 64 to 512 channels at 56 x 56 down to 7 x 7 ran 3-5% faster
+    // (one process, 2 threads; 6-14% at 16 threads on a Xeon), the copy's share of the time;
+    // at stride 2, where the copy is of four times the input per output, ResNet's
+    // downsampling 3x3 layers ran 16-29% faster.
+    if (!direct_) {
+      pack_input(g, p, x, xb);
+      src_ = xb;
+      cb_stride_ = p.cb_stride;
+      c_stride_ = 1;
+    }
+    for (int64_t kh = 0; kh < g.KH; ++kh)
+      for (int64_t kw = 0; kw < g.KW; ++kw)
+        toff_[kh * g.KW + kw] =
+            direct_ ? kh * g.dh * g.W + kw * g.dw : (kh * g.dh * p.Wp + kw * g.dw) * kCb;
+    // With row tiles: the patterns of every kind of output row (row_kind[oh]: rows that reach
+    // the same kernel rows inside the input, such as all the rows away from the top and bottom,
+    // are one kind) and place s in the row, pattern row_kind[oh] * row_tiles + s.
+    const TapRanges& in = row_classes_.ranges();
     std::vector<std::pair<int64_t, int64_t>> kinds;  // (first, last + 1) kernel row inside
-    for (int64_t oh = 0; oh < static_cast<int64_t>(row_kind.size()); ++oh) {
+    for (int64_t oh = 0; oh < static_cast<int64_t>(row_kind_.size()); ++oh) {
       std::pair<int64_t, int64_t> reach{g.KH, 0};
       for (int64_t kh = 0; kh < g.KH; ++kh)
         if (oh >= in.oh[2 * kh] && oh < in.oh[2 * kh + 1])
           reach = {std::min(reach.first, kh), kh + 1};
       const auto known = std::find(kinds.begin(), kinds.end(), reach);
-      row_kind[oh] = known - kinds.begin();
+      row_kind_[oh] = known - kinds.begin();
       if (known != kinds.end()) continue;
       kinds.push_back(reach);
       for (int64_t s = 0; s < p.row_tiles; ++s) {
         int64_t oh_at[kMr], ow_at[kMr];
-        const int rows = static_cast<int>(start[s + 1] - start[s]);
-        for (int r = 0; r < rows; ++r) oh_at[r] = oh, ow_at[r] = start[s] + r;
-        row_classes.add(oh_at, ow_at, rows);
+        const int rows = static_cast<int>(start_[s + 1] - start_[s]);
+        for (int r = 0; r < rows; ++r) oh_at[r] = oh, ow_at[r] = start_[s] + r;
+        row_classes_.add(oh_at, ow_at, rows);
       }
     }
   }
+  BlockedJob(const BlockedJob&) = delete;
+  BlockedJob& operator=(const BlockedJob&) = delete;
 
-  for_each_item_dynamic(items, threads, [&](int64_t, int64_t it) {
-    const int64_t chunk = it % chunks, j = (it / chunks) % p.panels, gi = it / (chunks * p.panels);
-    const int64_t t0 = p.tiles * chunk / chunks, t1 = p.tiles * (chunk + 1) / chunks;
-    // this thread's panel slice, then its accumulators
-    thread_local std::vector<float> buf;
-    const int64_t b_elems = kcb * p.w_cb;
-    const size_t need = static_cast<size_t>(b_elems + (kblocks > 1 ? t1 - t0 : 1) * kTile + 16);
-    if (buf.size() < need) buf.resize(need);
-    float* B = buf.data();
-    B += (64 - reinterpret_cast<uintptr_t>(B) % 64) % 64 / sizeof(float);
-    float* acc = B + b_elems;
+  // Tile t for panel j of group gi over channel blocks [cb0, cb0 + ncb), whose panel slice is B:
+  // its sums (+)= in sums[8][32] (started at the first K block), written out at the last.
+  // across: a TapClasses of g for tiles across rows, which group their classes per tile.
+  void tile(int64_t gi, int64_t j, int64_t cb0, int64_t ncb, int64_t t, const float* B,
+            float* sums, bool first_block, bool last_block,
+            std::optional<TapClasses>& across) const {
     const int64_t m0 = j * kNr;
-    const int cols = static_cast<int>(std::min(kNr, g.cout_g - m0));
-    const float* bias = b ? b + gi * g.cout_g + m0 : nullptr;
-    const int64_t xg = direct ? gi * g.cin_g * g.HW : gi * p.x_group;  // the group's offset
-    std::optional<TapClasses> tile_classes;  // tiles across rows: one pattern at a time
-    if (p.row_tiles == 0) tile_classes.emplace(g, p);
-    for (int64_t kb = 0; kb < kblocks; ++kb) {
-      const int64_t cb0 = kb * kcb, ncb = std::min(kcb, p.cblocks - cb0);
-      pack_panel(g, p, w, gi, j, cb0, ncb, B);
-      const bool last = kb == kblocks - 1;
-      for (int64_t t = t0; t < t1; ++t) {
-        // the tile's positions: their offsets in src, their places in y and their classes
-        int64_t rows[kMr];
-        int64_t y_at[kMr];
-        const TapClasses* classes = &row_classes;
-        int64_t pattern;
-        int n_rows;
-        if (p.row_tiles > 0) {  // positions ow0 .. ow0 + n_rows - 1 of output row (n, oh)
-          const int64_t u = t / p.row_tiles, s = t - u * p.row_tiles;
-          const int64_t n = u / g.OH, oh = u - n * g.OH, ow0 = start[s];
-          n_rows = static_cast<int>(start[s + 1] - ow0);
-          const int64_t line =
-              direct ? xg + (n * g.C + cb0 * kCb) * g.HW + (oh * g.sh - g.pt) * g.W - g.pl
-                     : xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp) * kCb;
-          const int64_t y0 = (n * g.Cout + gi * g.cout_g + m0) * out.chan + oh * out.row;
-          for (int r = 0; r < n_rows; ++r) {
-            rows[r] = line + (ow0 + r) * g.sw * (direct ? 1 : kCb);  // direct: kStep = sw
-            y_at[r] = y0 + (ow0 + r) * out.col;
-          }
-          pattern = row_kind[oh] * p.row_tiles + s;
-        } else {  // positions 8t .. 8t + n_rows - 1, across rows and samples
-          const int64_t q0 = t * kMr;
-          n_rows = static_cast<int>(std::min(kMr, p.positions - q0));
-          int64_t n = q0 / g.P, oh = (q0 - n * g.P) / g.OW, ow = q0 - n * g.P - oh * g.OW;
-          int64_t oh_at[kMr], ow_at[kMr];
-          for (int r = 0; r < n_rows; ++r) {
-            rows[r] = xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp + ow * g.sw) * kCb;
-            y_at[r] = (n * g.Cout + gi * g.cout_g + m0) * out.chan + oh * out.row + ow * out.col;
-            oh_at[r] = oh;
-            ow_at[r] = ow;
-            if (++ow == g.OW) {
-              ow = 0;
-              if (++oh == g.OH) oh = 0, ++n;
-            }
-          }
-          tile_classes->clear();
-          tile_classes->add(oh_at, ow_at, n_rows);
-          classes = &*tile_classes;
-          pattern = 0;
-        }
-        // The first K block starts the sums: in registers when the first class (if any) spans
-        // every row (TapClasses puts such a class first), else from zeros written here.
-        float* sums = kblocks > 1 ? acc + (t - t0) * kTile : acc;
-        const TapClasses::Class* const first = classes->begin(pattern);
-        const TapClasses::Class* const end = classes->end(pattern);
-        const bool full_first = first != end && first->lo == 0 && first->hi == n_rows;
-        if (kb == 0 && !full_first) std::fill_n(sums, n_rows * kNr, 0.0f);
-        for (const TapClasses::Class* k = first; k != end; ++k)
-          kBlockedTiles[direct ? g.sw : 0][k->n == p.taps][k->hi - k->lo](
-              src, rows + k->lo, toff.data(), classes->taps(*k), k->n, ncb, cb_stride, c_stride,
-              p.w_cb, B, sums + k->lo * kNr, kb > 0 || k != first || !full_first);
-        if (last) write_tile(sums, y_at, n_rows, cols, out.chan, out.col, bias, out.y);
+    const int64_t xg = direct_ ? gi * g.cin_g * g.HW : gi * p.x_group;  // the group's offset
+    // the tile's positions: their offsets in src, their places in y and their classes
+    int64_t rows[kMr];
+    int64_t y_at[kMr];
+    const TapClasses* classes = &row_classes_;
+    int64_t pattern;
+    int n_rows;
+    if (p.row_tiles > 0) {  // positions ow0 .. ow0 + n_rows - 1 of output row (n, oh)
+      const int64_t u = t / p.row_tiles, s = t - u * p.row_tiles;
+      const int64_t n = u / g.OH, oh = u - n * g.OH, ow0 = start_[s];
+      n_rows = static_cast<int>(start_[s + 1] - ow0);
+      const int64_t line =
+          direct_ ? xg + (n * g.C + cb0 * kCb) * g.HW + (oh * g.sh - g.pt) * g.W - g.pl
+                  : xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp) * kCb;
+      const int64_t y0 = (n * g.Cout + gi * g.cout_g + m0) * out_.chan + oh * out_.row;
+      for (int r = 0; r < n_rows; ++r) {
+        rows[r] = line + (ow0 + r) * g.sw * (direct_ ? 1 : kCb);  // in place: kStep = sw
+        y_at[r] = y0 + (ow0 + r) * out_.col;
       }
+      pattern = row_kind_[oh] * p.row_tiles + s;
+    } else {  // positions 8t .. 8t + n_rows - 1, across rows and samples
+      const int64_t q0 = t * kMr;
+      n_rows = static_cast<int>(std::min(kMr, p.positions - q0));
+      int64_t n = q0 / g.P, oh = (q0 - n * g.P) / g.OW, ow = q0 - n * g.P - oh * g.OW;
+      int64_t oh_at[kMr], ow_at[kMr];
+      for (int r = 0; r < n_rows; ++r) {
+        rows[r] = xg + cb0 * p.cb_stride + n * p.sample + (oh * g.sh * p.Wp + ow * g.sw) * kCb;
+        y_at[r] = (n * g.Cout + gi * g.cout_g + m0) * out_.chan + oh * out_.row + ow * out_.col;
+        oh_at[r] = oh;
+        ow_at[r] = ow;
+        if (++ow == g.OW) {
+          ow = 0;
+          if (++oh == g.OH) oh = 0, ++n;
+        }
+      }
+      if (!across) across.emplace(g, p);
+      across->clear();
+      across->add(oh_at, ow_at, n_rows);
+      classes = &*across;
+      pattern = 0;
+    }
+    // The first K block starts the sums: in registers when the first class (if any) spans
+    // every row (TapClasses puts such a class first), else from zeros written here.
+    const TapClasses::Class* const first = classes->begin(pattern);
+    const TapClasses::Class* const end = classes->end(pattern);
+    const bool full_first = first != end && first->lo == 0 && first->hi == n_rows;
+    if (first_block && !full_first) std::fill_n(sums, n_rows * kNr, 0.0f);
+    for (const TapClasses::Class* k = first; k != end; ++k)
+      kBlockedTiles[direct_ ? g.sw : 0][k->n == p.taps][k->hi - k->lo](
+          src_, rows + k->lo, toff_.data(), classes->taps(*k), k->n, ncb, cb_stride_, c_stride_,
+          p.w_cb, B, sums + k->lo * kNr, !first_block || k != first || !full_first);
+    if (last_block) {
+      const int cols = static_cast<int>(std::min(kNr, g.cout_g - m0));
+      write_tile(sums, y_at, n_rows, cols, out_.chan, out_.col,
+                 bias_ ? bias_ + gi * g.cout_g + m0 : nullptr, out_.y);
+    }
+  }
+
+  const Conv2dGeom g;
+  const Plan p;
+
+ private:
+  const bool direct_;
+  const ConvOutput out_;
+  const float* const bias_;
+  const float* src_;
+  int64_t cb_stride_, c_stride_;
+  std::vector<int64_t> toff_, start_, row_kind_;
+  TapClasses row_classes_;
+};
+
+// Runs jobs that share their groups and channel counts (a forward alone, or the phases of one
+// input gradient) as one set of items, (group, panel, chunk of every job's tiles), taken
+// dynamically by the threads. An item packs its panel slices of every job at once, K block by
+// K block (pack(gi, j, cb0, ncb, slices): slices[i] for job i, [cb][tap][16][32] each), then
+// runs each job's tiles over them: one pass over the weight serves every phase, and the phases
+// need no parallel region each.
+template <class Pack>
+void run_jobs(const std::deque<BlockedJob>& jobs, Pack&& pack) {
+  const Plan& p0 = jobs.front().p;
+  const int64_t G = jobs.front().g.G, panels = p0.panels, cblocks = p0.cblocks;
+  std::vector<int64_t> slice_at(jobs.size() + 1);  // job i's slice per channel block
+  int64_t tiles = 0, max_tiles = 1, max_w_cb = 1;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    slice_at[i + 1] = slice_at[i] + jobs[i].p.w_cb;
+    tiles += jobs[i].p.tiles;
+    max_tiles = std::max(max_tiles, jobs[i].p.tiles);
+    max_w_cb = std::max(max_w_cb, jobs[i].p.w_cb);
+  }
+  // K blocks: channel blocks whose panel slice fits kPanelBlockBytes, for each job: its tiles
+  // read only their own.
+  const int64_t w_cb = slice_at.back();
+  const int64_t kcb = std::clamp<int64_t>(kPanelBlockBytes / (max_w_cb * 4), 1, cblocks);
+  const int64_t kblocks = (cblocks + kcb - 1) / kcb;
+  // Items: enough of them to go round the threads, and short enough that accumulators kept
+  // across K blocks stay in L2.
+  const int threads = in_parallel_region() ? 1 : get_num_threads();
+  int64_t chunks = (4 * threads + G * panels - 1) / (G * panels);
+  if (kblocks > 1) chunks = std::max(chunks, (tiles + kMaxItemTiles - 1) / kMaxItemTiles);
+  chunks = std::clamp<int64_t>(chunks, 1, max_tiles);
+  for_each_item_dynamic(G * panels * chunks, threads, [&](int64_t, int64_t it) {
+    const int64_t chunk = it % chunks, j = (it / chunks) % panels, gi = it / (chunks * panels);
+    // job i's tiles [t0[i], t1[i]), and their sums from acc_at[i] on when they outlive a K block
+    std::vector<int64_t> t0(jobs.size()), t1(jobs.size()), acc_at(jobs.size() + 1);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      t0[i] = jobs[i].p.tiles * chunk / chunks;
+      t1[i] = jobs[i].p.tiles * (chunk + 1) / chunks;
+      acc_at[i + 1] = acc_at[i] + (kblocks > 1 ? (t1[i] - t0[i]) * kTile : 0);
+    }
+    // this thread's panel slices, then its accumulators
+    thread_local std::vector<float> buf;
+    const int64_t b_elems = kcb * w_cb;
+    const size_t need = static_cast<size_t>(b_elems + std::max(acc_at.back(), kTile) + 16);
+    if (buf.size() < need) buf.resize(need);
+    float* const B = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64 /
+                                      sizeof(float);
+    float* const acc = B + b_elems;
+    std::vector<float*> slices(jobs.size());
+    std::vector<std::optional<TapClasses>> across(jobs.size());
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      const int64_t cb0 = kb * kcb, ncb = std::min(kcb, cblocks - cb0);
+      for (size_t i = 0; i < jobs.size(); ++i) slices[i] = B + kcb * slice_at[i];
+      pack(gi, j, cb0, ncb, slices.data());
+      for (size_t i = 0; i < jobs.size(); ++i)
+        for (int64_t t = t0[i]; t < t1[i]; ++t)
+          jobs[i].tile(gi, j, cb0, ncb, t, slices[i],
+                       kblocks > 1 ? acc + acc_at[i] + (t - t0[i]) * kTile : acc, kb == 0,
+                       kb == kblocks - 1, across[i]);
     }
   });
 }
@@ -751,7 +847,12 @@ void conv2d_blocked_forward(const Conv2dGeom& g, const float* x, const float* w,
                             float* y) {
 #if PYNN_BLOCKED_X86
   const ConvWeightSource ws{w, g.cout_g * g.kcol, g.kcol, g.KH * g.KW, g.KW, 1, g.KW};
-  blocked_conv(g, x, ws, b, ConvOutput{y, g.P, g.OW, 1});
+  const CallScratch xb(copy_elems(g));
+  std::deque<BlockedJob> jobs;
+  jobs.emplace_back(g, x, xb.data(), ConvOutput{y, g.P, g.OW, 1}, b);
+  run_jobs(jobs, [&](int64_t gi, int64_t j, int64_t cb0, int64_t ncb, float* const* slices) {
+    pack_panel(g, jobs.front().p, ws, gi, j, cb0, ncb, slices[0]);
+  });
 #else
   (void)g, (void)x, (void)w, (void)b, (void)y;
   PYNN_CHECK(false, "conv2d_blocked_forward: not built for this CPU");
@@ -785,25 +886,67 @@ bool conv2d_blocked_input_grad_applies(const Conv2dGeom& g) {
 void conv2d_blocked_backward_input(const Conv2dGeom& g, const float* gy, const float* w,
                                    float* gx) {
 #if PYNN_BLOCKED_X86
+  // the phases, and where each one's inputs start in grad_input (sample 0, channel 0)
+  std::vector<std::pair<ConvInputGradPhase, float*>> phases;
+  int64_t copies = 0;  // floats of the phases' copies of grad_output
   for (int64_t ph = 0; ph < std::min(g.sh, g.H); ++ph)
     for (int64_t pw = 0; pw < std::min(g.sw, g.W); ++pw) {
       const ConvInputGradPhase f = conv2d_input_grad_phase(g, ph, pw);
-      const Conv2dGeom& t = f.geom;
-      float* origin = gx + ph * g.W + pw;  // input (ph, pw) of sample 0, channel 0
-      if (f.empty) {  // no output reads these inputs
-        parallel_for(0, g.N * g.C * t.OH, 64, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r) {
-            float* row = origin + r / t.OH * g.HW + r % t.OH * g.sh * g.W;
-            for (int64_t j = 0; j < t.OW; ++j) row[j * g.sw] = 0.0f;
-          }
-        });
+      float* const origin = gx + ph * g.W + pw;
+      if (!f.empty) {
+        phases.emplace_back(f, origin);
+        copies += copy_elems(f.geom);
         continue;
       }
-      // t's output channel m is g's input channel, its input channel c g's output channel
-      const ConvWeightSource ws{w + f.tap0, g.cout_g * g.kcol, g.KH * g.KW, g.kcol,
-                                f.tap_row, f.tap_col, t.KW};
-      blocked_conv(t, gy, ws, nullptr, ConvOutput{origin, g.HW, g.sh * g.W, g.sw});
+      const Conv2dGeom& t = f.geom;  // no output reads these inputs: zeros
+      parallel_for(0, g.N * g.C * t.OH, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          float* row = origin + r / t.OH * g.HW + r % t.OH * g.sh * g.W;
+          for (int64_t j = 0; j < t.OW; ++j) row[j * g.sw] = 0.0f;
+        }
+      });
     }
+  const CallScratch xb(copies);
+  std::deque<BlockedJob> jobs;
+  // job[tap], index[tap]: the phase job whose kernel holds g's tap kh * KW + kw, and where;
+  // kNone for a tap of a phase with no inputs (grad_input smaller than the stride)
+  constexpr size_t kNone = ~size_t(0);
+  int64_t taken = 0;
+  std::vector<size_t> job(static_cast<size_t>(g.KH * g.KW), kNone);
+  std::vector<int64_t> index(job.size());
+  for (const auto& [f, origin] : phases) {
+    const Conv2dGeom& t = f.geom;
+    for (int64_t a = 0; a < t.KH; ++a)
+      for (int64_t b = 0; b < t.KW; ++b) {
+        job[f.tap0 + a * f.tap_row + b * f.tap_col] = jobs.size();
+        index[f.tap0 + a * f.tap_row + b * f.tap_col] = a * t.KW + b;
+      }
+    jobs.emplace_back(t, gy, xb.data() + taken, ConvOutput{origin, g.HW, g.sh * g.W, g.sw},
+                      nullptr);
+    taken += copy_elems(t);
+  }
+  if (jobs.size() == 1) {
+    // At stride 1 (or with one phase) the taps run one float apart, back to front: the
+    // forward's packing, by 8 x 8 transposes of 8 taps. t's output channel m is g's input
+    // channel, its input channel c g's output channel.
+    const ConvInputGradPhase& f = phases.front().first;
+    const ConvWeightSource ws{w + f.tap0, g.cout_g * g.kcol, g.KH * g.KW, g.kcol, f.tap_row,
+                              f.tap_col, f.geom.KW};
+    run_jobs(jobs, [&](int64_t gi, int64_t j, int64_t cb0, int64_t ncb, float* const* slices) {
+      pack_panel(jobs.front().g, jobs.front().p, ws, gi, j, cb0, ncb, slices[0]);
+    });
+    return;
+  }
+  run_jobs(jobs, [&](int64_t gi, int64_t j, int64_t cb0, int64_t ncb, float* const* slices) {
+    std::vector<float*> at(job.size());
+    for (int64_t cb = cb0; cb < cb0 + ncb; ++cb) {
+      for (size_t o = 0; o < job.size(); ++o)
+        at[o] = job[o] == kNone ? nullptr
+                                : slices[job[o]] + (cb - cb0) * jobs[job[o]].p.w_cb +
+                                      index[o] * kCb * kNr;
+      pack_phase_block(g, w, gi, j, cb, at.data());
+    }
+  });
 #else
   (void)g, (void)gy, (void)w, (void)gx;
   PYNN_CHECK(false, "conv2d_blocked_backward_input: not built for this CPU");
