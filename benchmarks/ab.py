@@ -64,6 +64,20 @@ def _lstm(I, H, **kw):
     return make
 
 
+def _lstm_train(I, H, **kw):
+    """Forward and backward through the input and the weights."""
+    def make(lib):
+        torch.manual_seed(0)
+        m = (torch.nn if lib is None else lib.nn).LSTM(I, H, **kw)
+        x = torch.randn(100, 32, I, requires_grad=True)
+
+        def run():
+            out, _ = m(x)
+            out.sum().backward()
+        return run
+    return make
+
+
 # name: (builder taking the pynn package, or None for torch; calls per block)
 CASES = {
     "conv3x3_56": (_conv((8, 64, 56, 56), (64, 64, 3, 3), padding=1), 10),
@@ -84,6 +98,7 @@ CASES = {
     "lstm_128": (_lstm(128, 256), 2),
     "lstm_256": (_lstm(256, 256), 2),
     "lstm_2layer_bi": (_lstm(128, 256, num_layers=2, bidirectional=True), 1),
+    "lstm_128_train": (_lstm_train(128, 256), 1),
 }
 
 

@@ -49,7 +49,9 @@
 // grad_input (conv2d_input_grad_phase), each a stride-1 convolution with the kernel taps that
 // reach it, written into every s-th row and t-th column of grad_input. A ResNet downsampling
 // 3x3 (stride 2, pad 1) splits into phases of 1, 2, 2 and 4 taps; phases no tap reaches (those
-// of odd rows at stride 2 and dilation 2) are zeros.
+// of odd rows at stride 2 and dilation 2) are zeros. The phases share one set of items: an
+// item packs its panel slices of every phase in one pass over the weight, then runs each
+// phase's tiles.
 #include <cstdint>
 
 #include "math/conv.h"
