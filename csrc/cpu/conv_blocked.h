@@ -38,11 +38,12 @@
 //
 // Scratch, the calling thread's (reused from call to call and shared by the passes up to 64 MiB,
 // freed at the end of a call above that):
-// xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded, or grad_output for one
-// phase of the input gradient at a time; none where the tiles read it in place), and for the
+// xb, G * ceil(cin_g/16) * 16 * N * Hp * Wp floats (the input, padded, or for the input
+// gradient grad_output, once per phase; none where the tiles read it in place), and for the
 // weight gradient gyT, G * N * OH * OW * ceil(cout_g/32) * 32 floats. Per pool thread: a panel
-// slice (at most 160 KiB, or one channel block), the accumulators of an item's tiles (at most
-// 64 * 256 floats) or, for the weight gradient, one channel block's taps x 16 x 32 floats.
+// slice (at most 160 KiB, or one channel block; for the input gradient's phases one slice each,
+// the largest at most 160 KiB), the accumulators of an item's tiles (about 64 * 256 floats at
+// most) or, for the weight gradient, one channel block's taps x 16 x 32 floats.
 //
 // Runs the forward, and the input gradient as convolutions of grad_output: at stride 1 one, with
 // the flipped kernel and the channel axes swapped; at stride s x t the s*t phases of
