@@ -584,15 +584,14 @@ PYNN_TARGET_AVX512F void unpack_block(const float* block, int64_t mn, int64_t kn
 // buffer ahead of the items, the weights went through memory twice (8%).
 PYNN_TARGET_AVX512F void pack_phase_block(const Conv2dGeom& g, const float* w, int64_t gi,
                                           int64_t j, int64_t cb, float* const* at) {
-  const int64_t kk = g.KH * g.KW;
-  const float* const end = w + g.Cout * g.kcol;
+  const int64_t kk = g.KH * g.KW, size = g.Cout * g.kcol;
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const int64_t m0 = j * kNr, mn = std::min(kNr, g.cin_g - m0);
   for (int64_t c = 0; c < kCb; ++c) {
     const int64_t co = cb * kCb + c;  // g's output channel: the phases' input channel c
     for (int64_t m8 = 0; m8 < kNr; m8 += 8) {
       const int64_t rows = co < g.cout_g ? std::clamp<int64_t>(mn - m8, 0, 8) : 0;
-      const float* s = w + ((gi * g.cout_g + co) * g.cin_g + m0 + m8) * kk;
+      const int64_t at_s = ((gi * g.cout_g + co) * g.cin_g + m0 + m8) * kk;  // row 0's tap 0
       for (int64_t o8 = 0; o8 < kk; o8 += 8) {
         const int n = static_cast<int>(std::min<int64_t>(8, kk - o8));
         const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
@@ -600,10 +599,10 @@ PYNN_TARGET_AVX512F void pack_phase_block(const Conv2dGeom& g, const float* w, i
         // Past a row's last tap the loads run into the next row, whose lanes are not stored;
         // only at the end of the weight does that take a masked load (slow on AMD's cores).
         for (int r = 0; r < 8; ++r) {
-          const float* q = s + r * kk + o8;
-          v[r] = r >= rows      ? _mm256_setzero_ps()
-                 : q + 8 <= end ? _mm256_loadu_ps(q)
-                                : _mm256_maskload_ps(q, live);
+          const int64_t q = at_s + r * kk + o8;
+          v[r] = r >= rows       ? _mm256_setzero_ps()
+                 : q + 8 <= size ? _mm256_loadu_ps(w + q)
+                                 : _mm256_maskload_ps(w + q, live);
         }
         transpose8(v);
         for (int k = 0; k < n; ++k)
@@ -830,6 +829,7 @@ bool blocked_applies(const Conv2dGeom& g, bool any_positions) {
   if (g.KH * g.KW == 1 && g.P > kMaxPointwisePositions && !any_positions) return false;
   if (g.cin_g < kCb || round_up(g.cin_g, kCb) * 7 > g.cin_g * 8) return false;
   if (g.cout_g < kNr || round_up(g.cout_g, kNr) * 7 > g.cout_g * 8) return false;
+  if (g.kcol > (int64_t(1) << 27)) return false;  // pack_channel gathers at 32-bit offsets
   const char* env = std::getenv("PYNN_CONV_BLOCKED");
   if (env != nullptr && std::strcmp(env, "0") == 0) return false;
   return gemm_selects_avx512() && conv2d_direct_enabled();
