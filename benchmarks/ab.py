@@ -51,6 +51,16 @@ def _conv_input_grad(xs, ws, **kw):
     return make
 
 
+def _conv_weight_grad(xs, ws, **kw):
+    """Forward and weight gradient (the input needs none)."""
+    def make(lib):
+        x, w = torch.randn(xs), torch.randn(ws, requires_grad=True)
+        conv = TF.conv2d if lib is None else lib.functional.conv2d
+        gy = torch.randn_like(TF.conv2d(x, w.detach(), **kw))
+        return lambda: torch.autograd.grad(conv(x, w, **kw), w, gy)
+    return make
+
+
 def _lstm(I, H, **kw):
     def make(lib):
         torch.manual_seed(0)  # the same weights for every contestant
@@ -95,6 +105,12 @@ CASES = {
     "gx3x3s2_14": (_conv_input_grad((4, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1), 5),
     "gx1x1s2_56": (_conv_input_grad((4, 64, 56, 56), (128, 64, 1, 1), stride=2), 10),
     "gx1x1s2_28": (_conv_input_grad((4, 128, 28, 28), (256, 128, 1, 1), stride=2), 10),
+    # forward + weight gradient, ResNet-18's 3x3 shapes at batch 4
+    "gw3x3_56": (_conv_weight_grad((4, 64, 56, 56), (64, 64, 3, 3), padding=1), 5),
+    "gw3x3_14": (_conv_weight_grad((4, 256, 14, 14), (256, 256, 3, 3), padding=1), 5),
+    "gw3x3s2_56": (_conv_weight_grad((4, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1), 5),
+    "gw3x3s2_14": (_conv_weight_grad((4, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1),
+                   5),
     "lstm_128": (_lstm(128, 256), 2),
     "lstm_256": (_lstm(256, 256), 2),
     "lstm_2layer_bi": (_lstm(128, 256, num_layers=2, bidirectional=True), 1),

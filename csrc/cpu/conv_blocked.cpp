@@ -486,10 +486,10 @@ PYNN_TARGET_AVX512F void write_tile(const float* out, const int64_t* y_at, int r
 }
 
 // ---- weight gradient ----
-// gw[m, c, t] = sum over positions q of gy[m, q] * xb(q, tap t, channel c): the register tile
+// gw[m, c, t] = sum over positions q of gy[m, q] * x(q, tap t, channel c): the register tile
 // holds 8 channels of one tap x 32 output channels and runs the whole batch's positions, each
 // two vector loads of gyT (grad_output transposed, [panel][positions][32]) and 8 broadcasts
-// from one line of xb.
+// from the input's 8 channel planes (or one line of xb).
 
 // gyT[gi][j][n * P + q][m - 32 j] = gy[n, gi * cout_g + m, q], m in panel j, zero for
 // m >= cout_g. dst is sample n's first position in panel 0 of its group; panels are pstride
@@ -525,13 +525,22 @@ void pack_grad_output(const Conv2dGeom& g, const Plan& p, const float* gy, float
   });
 }
 
+// Where weight_tile reads the input: channel r (of the 8) of position (n, oh, ow) through the
+// tap is base[at + r * chan + n * sample + oh * row + ow * col], `at` applying the tap. In xb,
+// a position's channels are one line (chan 1); in the input itself, planes (chan H * W).
+struct WeightInput {
+  const float* base;
+  int64_t chan, sample, row, col;
+};
+
 // out[8][32] (+)= sum over the positions of output rows [u0, u1) (u = n * OH + oh) of the 8
-// channels at `line` (tap and channel block applied; position (n, oh, ow) adds n * sample +
-// oh * row_step + ow * col_step) times the 32 values of the panel's gyT at the position. Only
+// channels (`x`, tap offset `at`) times the 32 values of the panel's gyT at the position. Only
 // the positions whose tap reads the input, oh in [oh_lo, oh_hi) and ow in [ow_lo, ow_hi), are
-// summed: the rest would add products with the zero padding. Row r of the tile is at out +
-// r * out_stride.
-PYNN_TARGET_AVX512F void weight_tile(const float* line, const Conv2dGeom& g, const Plan& p,
+// summed: the rest would add products with the padding (zeros in xb, outside the input in
+// place). Row r of the tile is at out + r * out_stride. kInPlace: the channels lie x.chan
+// apart, else one float apart (xb).
+template <bool kInPlace>
+PYNN_TARGET_AVX512F void weight_tile(const WeightInput& x, int64_t at, const Conv2dGeom& g,
                                      int64_t u0, int64_t u1, int64_t oh_lo, int64_t oh_hi,
                                      int64_t ow_lo, int64_t ow_hi, const float* gyT, float* out,
                                      int64_t out_stride, bool accumulate) {
@@ -539,17 +548,17 @@ PYNN_TARGET_AVX512F void weight_tile(const float* line, const Conv2dGeom& g, con
   for (int r = 0; r < 8; ++r)
     for (int v = 0; v < 2; ++v)
       acc[r][v] = accumulate ? _mm512_load_ps(out + r * out_stride + 16 * v) : _mm512_setzero_ps();
-  const int64_t row_step = g.sh * p.Wp * kCb, col_step = g.sw * kCb;
+  const int64_t chan = kInPlace ? x.chan : 1;
   for (int64_t u = u0; u < u1; ++u) {
     const int64_t n = u / g.OH, oh = u - n * g.OH;
     if (oh < oh_lo || oh >= oh_hi) continue;
-    const float* a = line + n * p.sample + oh * row_step + ow_lo * col_step;
+    const float* a = x.base + (at + n * x.sample + oh * x.row + ow_lo * x.col);
     const float* gq = gyT + (u * g.OW + ow_lo) * kNr;
-    for (int64_t ow = ow_lo; ow < ow_hi; ++ow, a += col_step, gq += kNr) {
+    for (int64_t ow = ow_lo; ow < ow_hi; ++ow, a += x.col, gq += kNr) {
       const __m512 b0 = _mm512_load_ps(gq), b1 = _mm512_load_ps(gq + 16);
 #pragma GCC unroll 8
       for (int r = 0; r < 8; ++r) {
-        const __m512 av = _mm512_set1_ps(a[r]);
+        const __m512 av = _mm512_set1_ps(a[r * chan]);
         acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
         acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
       }
@@ -970,11 +979,16 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
                                     float* gw) {
 #if PYNN_BLOCKED_X86
   const Plan p = make_plan(g);
-  const int64_t x_elems = g.G * p.x_group, gy_elems = g.G * p.panels * p.positions * kNr;
+  // The input is read in place where whole channel blocks keep a block's 8-channel reads within
+  // its group: the tiles skip every position whose tap reads the padding, so the copy's zeros
+  // are not needed.
+  const bool in_place = g.cin_g % kCb == 0;
+  const int64_t x_elems = in_place ? 0 : g.G * p.x_group;
+  const int64_t gy_elems = g.G * p.panels * p.positions * kNr;
   const CallScratch scratch(x_elems + gy_elems);
   float* xb = scratch.data();
   float* gyT = xb + x_elems;  // x_elems is a multiple of 16: aligned
-  pack_input(g, p, x, xb);
+  if (!in_place) pack_input(g, p, x, xb);
   pack_grad_output(g, p, gy, gyT);
   const TapRanges in(g);  // the positions each tap reads inside the input
   const int threads = in_parallel_region() ? 1 : get_num_threads();
@@ -987,21 +1001,34 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
     if (buf.size() < static_cast<size_t>(p.w_cb + 16)) buf.resize(static_cast<size_t>(p.w_cb + 16));
     float* block = buf.data();
     block += (64 - reinterpret_cast<uintptr_t>(block) % 64) % 64 / sizeof(float);
-    const float* xg = xb + gi * p.x_group + cb * p.cb_stride;
+    // channels c0 .. c0 + 15 of group gi, in place or in xb
+    const WeightInput xin =
+        in_place ? WeightInput{x + (gi * g.cin_g + c0) * g.HW, g.HW, g.C * g.HW, g.sh * g.W, g.sw}
+                 : WeightInput{xb + gi * p.x_group + cb * p.cb_stride, 1, p.sample,
+                               g.sh * p.Wp * kCb, g.sw * kCb};
     const float* gyg = gyT + (gi * p.panels + j) * p.positions * kNr;
     // Output rows in chunks of about kWeightChunk positions, so that their slices of gyT and
-    // xb stay in L2 while the 2 * taps tiles pass over them.
+    // the input stay in L2 while the 2 * taps tiles pass over them.
     const int64_t rows = g.N * g.OH, chunk = std::max<int64_t>(1, kWeightChunk / g.OW);
     for (int64_t u0 = 0; u0 < rows; u0 += chunk) {
       const int64_t u1 = std::min(rows, u0 + chunk);
       for (int64_t kh = 0; kh < g.KH; ++kh)
         for (int64_t kw = 0; kw < g.KW; ++kw) {
-          const int64_t t = kh * g.KW + kw, toff = (kh * g.dh * p.Wp + kw * g.dw) * kCb;
+          const int64_t t = kh * g.KW + kw;
+          const int64_t at = in_place ? (kh * g.dh - g.pt) * g.W + kw * g.dw - g.pl
+                                      : (kh * g.dh * p.Wp + kw * g.dw) * kCb;
           // block[c * taps + t][32]: gw's order within a row
-          for (int64_t h = 0; h < cn; h += 8)
-            weight_tile(xg + toff + h, g, p, u0, u1, in.oh[2 * kh], in.oh[2 * kh + 1],
-                        in.ow[2 * kw], in.ow[2 * kw + 1], gyg, block + (h * p.taps + t) * kNr,
-                        p.taps * kNr, u0 > 0);
+          for (int64_t h = 0; h < cn; h += 8) {
+            const int64_t oh_lo = in.oh[2 * kh], oh_hi = in.oh[2 * kh + 1];
+            const int64_t ow_lo = in.ow[2 * kw], ow_hi = in.ow[2 * kw + 1];
+            float* const rows_out = block + (h * p.taps + t) * kNr;
+            if (in_place)
+              weight_tile<true>(xin, at + h * g.HW, g, u0, u1, oh_lo, oh_hi, ow_lo, ow_hi, gyg,
+                                rows_out, p.taps * kNr, u0 > 0);
+            else
+              weight_tile<false>(xin, at + h, g, u0, u1, oh_lo, oh_hi, ow_lo, ow_hi, gyg,
+                                 rows_out, p.taps * kNr, u0 > 0);
+          }
         }
     }
     unpack_block(block, mn, cn * p.taps, g.kcol, gw + (gi * g.cout_g + m0) * g.kcol + c0 * p.taps);

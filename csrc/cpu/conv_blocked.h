@@ -31,10 +31,11 @@
 // dynamically by the threads, and each packs its own panel slice from the weight (so the
 // weight is read once per item, and no packed copy of it goes through memory).
 //
-// The weight gradient uses the same xb and grad_output transposed, gyT[group][panel][n, oh,
-// ow][32]: a register tile of 8 channels of one tap x 32 output channels sums over chunks of
-// 512 positions (two vector loads of gyT and 8 broadcasts from one line of xb per position);
-// items are (group, panel, channel block), each writing its own block of grad_weight.
+// The weight gradient reads the input in place (with whole channel blocks; else the same xb)
+// and grad_output transposed, gyT[group][panel][n, oh, ow][32]: a register tile of 8 channels
+// of one tap x 32 output channels sums over chunks of 512 positions (two vector loads of gyT
+// and 8 broadcasts, from 8 channel planes or one line of xb, per position); items are (group,
+// panel, channel block), each writing its own block of grad_weight.
 //
 // Scratch, the calling thread's (reused from call to call and shared by the passes up to 64 MiB,
 // freed at the end of a call above that):
