@@ -637,21 +637,23 @@ def test_flat_stride1_kernel_matches_torch(name, xs, ws, kw, threads, pool_threa
 # float32 layers with at least 16 input and 32 output channels per group run the blocked kernel
 # (csrc/cpu/conv_blocked.cpp) on AVX-512 CPUs: output channels as the vector lanes, up to 8
 # positions of one output row as the rows (8 across rows and samples where rows are narrower than
-# 4), in 16-channel blocks: read from the input in place at horizontal stride 1 or 2 with whole
-# blocks, else from a padded copy (channel_tails, stride3_copy, pointwise_stride2, narrow_rows and
-# the input gradient of channel_tails). The grid covers one 7-wide tile per row
-# (7 x 7, every tile at the padding), a last channel block and panel that are partly padding
-# (56 channels), two K blocks and tiles split into chunks (160 input channels, 800 positions),
-# stride, dilation with a rectangular kernel, asymmetric padding, groups, an unpadded 5x5 on one
-# sample, weight gradients summed over chunks of rows (20 x 40 outputs), and 1x1 kernels up to
-# 14 x 14 outputs. The input gradient at stride > 1 runs as one convolution per phase of
-# grad_input (the stride2_* and stride3_4x4 cases): phases of 1, 2, 2 and 4 taps over unequal
-# sizes, taps two apart in the weight (5x5), stride along H only, phases no tap reaches (dilation
-# 2) written as zeros, phase rows of 3 read from a copy, groups, stride 3, and a single input
-# row (the taps of the odd rows' phase, which has no inputs, are packed nowhere). A phase whose
-# leading padding would be negative (stride3_copy's third) sends the whole gradient to the
-# other paths, as does a 1x1 kernel at stride > 1. `passes` lists the passes it takes: f forward, i input gradient, w weight
-# gradient (>= 8 items of 32 output x 16 input channels).
+# 4), in 16-channel blocks. The forward and input gradient read their source in place at
+# horizontal stride 1 or 2 with whole blocks, else from a padded copy (channel_tails,
+# stride3_copy, pointwise_stride2, narrow_rows and the input gradient of channel_tails); the
+# weight gradient reads the input in place with whole blocks at any stride (all its cases but
+# channel_tails). The grid covers one 7-wide tile per row (7 x 7, every tile at the padding), a
+# last channel block and panel that are partly padding (56 channels), two K blocks and tiles
+# split into chunks (160 input channels, 800 positions), stride, dilation with a rectangular
+# kernel, asymmetric padding, groups, an unpadded 5x5 on one sample, weight gradients summed over
+# chunks of rows (20 x 40 outputs), and 1x1 kernels up to 14 x 14 outputs. The input gradient at
+# stride > 1 runs as one convolution per phase of grad_input (the stride2_* and stride3_4x4
+# cases): phases of 1, 2, 2 and 4 taps over unequal sizes, taps two apart in the weight (5x5),
+# stride along H only, phases no tap reaches (dilation 2) written as zeros, phase rows of 3 read
+# from a copy, groups, stride 3, and a single input row (the taps of the odd rows' phase, which
+# has no inputs, are packed nowhere). A phase whose leading padding would be negative
+# (stride3_copy's third) sends the whole gradient to the other paths, as does a 1x1 kernel at
+# stride > 1. `passes` lists the passes it takes: f forward, i input gradient, w weight gradient
+# (>= 8 items of 32 output x 16 input channels).
 BLOCKED_GRID = [
     ("deep_7x7", (4, 64, 7, 7), (64, 64, 3, 3), dict(padding=1), "fiw"),
     ("channel_tails", (2, 56, 9, 11), (56, 56, 3, 3), dict(padding=1), "fiw"),
