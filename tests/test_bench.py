@@ -449,6 +449,20 @@ def test_ab_runs_two_builds_and_torch_side_by_side():
     assert 0.2 < ratio < 5 and "speedup old" in lines[0] and "(new faster" in lines[0]
 
 
+def test_ab_gradient_cases_run_on_both_libraries():
+    """The cases that time a backward (an input gradient, a weight gradient, an LSTM's whole
+    backward) build and run with pynn's copies and with torch alike."""
+    build = Path(F.__file__).resolve().parents[1]
+    names = ("gx3x3s2_14", "gw3x3s2_14", "lstm_128_train")
+    out = _ab(build, build, "--cases", ",".join(names), "--rounds", "1", "--threads", "1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in names:
+        lines = [s for s in out.stdout.splitlines() if s.split()[:1] == [name]]
+        assert len(lines) == 1, out.stdout
+        fields = lines[0].split()
+        assert float(fields[fields.index("torch") + 1]) > 0, lines[0]
+
+
 def test_ab_rejects_a_folder_without_a_build_and_an_unknown_case(tmp_path):
     out = _ab(tmp_path, tmp_path)
     assert out.returncode != 0 and "holds no built pynn package" in out.stderr
