@@ -24,6 +24,14 @@ class AlignedBuffer {
     return static_cast<T*>(mem_.get());
   }
 
+  size_t bytes() const { return bytes_; }
+
+  // Gives the memory back (a user that keeps only buffers up to some size).
+  void release() {
+    mem_.reset();
+    bytes_ = 0;
+  }
+
  private:
   struct Free {
     void operator()(void* p) const { ::operator delete(p, std::align_val_t(64)); }

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "cpu/aligned_buffer.h"
 #include "cpu/conv_direct.h"
 #include "cpu/gemm.h"
 
@@ -53,19 +54,14 @@ constexpr int64_t kMinRowTile = 4;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Where the kernel reads weight (group gi, output channel m, input channel c, tap t) of the
-// convolution it computes: w[gi * group + m * m_stride + c * c_stride + tap(t)], its taps
-// t = a * kw + b (kernel row a, column b) tap_row and tap_col apart. The forward reads the
-// weight as it is; the input gradient reads it flipped (negative steps, from its last tap or a
-// phase's, conv2d_input_grad_phase) with the channel roles swapped.
+// Where pack_panel reads weight (group gi, output channel m, input channel c, tap t) of the
+// convolution it computes: w[gi * group + m * m_stride + c * c_stride + t * t_stride]. The
+// forward reads the weight as it is; the stride-1 input gradient reads it flipped (t_stride -1,
+// from the last tap) with the channel roles swapped. The phases of a strided input gradient,
+// whose taps are not one float apart, are packed by pack_phase_block instead.
 struct ConvWeightSource {
   const float* w;
-  int64_t group, m_stride, c_stride;
-  int64_t tap_row, tap_col, kw;
-
-  int64_t tap(int64_t t) const { return t / kw * tap_row + t % kw * tap_col; }
-  // The taps run through memory one float apart (forward) or back to front (the flipped kernel).
-  bool unit_taps() const { return tap_row == kw * tap_col && (tap_col == 1 || tap_col == -1); }
+  int64_t group, m_stride, c_stride, t_stride;
 };
 
 // Where the kernel writes output (n, channel m, oh, ow) of the convolution it computes:
@@ -85,22 +81,18 @@ constexpr size_t kKeepScratchBytes = size_t(64) << 20;
 
 class CallScratch {
  public:
-  explicit CallScratch(int64_t elems) {
-    std::vector<float>& b = buffer();
-    if (b.size() < static_cast<size_t>(elems + 16)) b.resize(static_cast<size_t>(elems + 16));
-    data_ = b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64 / sizeof(float);
-  }
+  explicit CallScratch(int64_t elems)
+      : data_(buffer().get<float>(static_cast<size_t>(std::max<int64_t>(elems, 1)))) {}
   ~CallScratch() {
-    std::vector<float>& b = buffer();
-    if (b.capacity() * sizeof(float) > kKeepScratchBytes) std::vector<float>().swap(b);
+    if (buffer().bytes() > kKeepScratchBytes) buffer().release();
   }
   CallScratch(const CallScratch&) = delete;
   CallScratch& operator=(const CallScratch&) = delete;
   float* data() const { return data_; }
 
  private:
-  static std::vector<float>& buffer() {
-    thread_local std::vector<float> b;
+  static cpu::AlignedBuffer& buffer() {
+    thread_local cpu::AlignedBuffer b;
     return b;
   }
   float* data_;
@@ -202,9 +194,8 @@ void pack_input(const Conv2dGeom& g, const Plan& p, const float* x, float* xb) {
 
 // The panels: [group][panel][cb][tap][16][32], output channels innermost, zero past the ends.
 // For one input channel c of a block, its taps x 32 output channels are a transpose of the
-// source's mn x taps block (rows m_stride apart), done as 8 x 8 register transposes where the
-// taps lie one float apart either way (unit_taps), else one by one (a phase of a strided input
-// gradient); d is the channel's row of tap 0, the next tap's row kCb * kNr further.
+// source's mn x taps block (rows m_stride apart, taps t_stride = +-1 apart), done as 8 x 8
+// register transposes; d is the channel's row of tap 0, the next tap's row kCb * kNr further.
 PYNN_TARGET_AVX512F void pack_channel(const ConvWeightSource& w, const float* s, int64_t mn,
                                       int64_t taps, float* d) {
   constexpr int64_t dt = kCb * kNr;
@@ -213,12 +204,12 @@ PYNN_TARGET_AVX512F void pack_channel(const ConvWeightSource& w, const float* s,
     const int64_t rows = std::clamp<int64_t>(mn - m8, 0, 8);
     const float* sm = s + m8 * w.m_stride;
     int64_t t8 = 0;
-    for (; w.unit_taps() && t8 + 8 <= taps; t8 += 8) {
+    for (; t8 + 8 <= taps; t8 += 8) {
       __m256 v[8];
       for (int r = 0; r < 8; ++r) {
         if (r >= rows) {
           v[r] = _mm256_setzero_ps();
-        } else if (w.tap_col == 1) {
+        } else if (w.t_stride == 1) {
           v[r] = _mm256_loadu_ps(sm + r * w.m_stride + t8);
         } else {  // taps t8 .. t8 + 7 lie at -t8 - 7 .. -t8, back to front
           v[r] = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sm + r * w.m_stride - t8 - 7), reverse);
@@ -227,14 +218,9 @@ PYNN_TARGET_AVX512F void pack_channel(const ConvWeightSource& w, const float* s,
       transpose8(v);
       for (int k = 0; k < 8; ++k) _mm256_store_ps(d + (t8 + k) * dt + m8, v[k]);
     }
-    // the other taps one at a time: a gather of the 8 rows, zero past the last
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i at = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(static_cast<int>(w.m_stride)));
-    const __m256 live = _mm256_castsi256_ps(
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rows)), lanes));
     for (; t8 < taps; ++t8)
-      _mm256_store_ps(d + t8 * dt + m8, _mm256_mask_i32gather_ps(_mm256_setzero_ps(),
-                                                                 sm + w.tap(t8), at, live, 4));
+      for (int64_t r = 0; r < 8; ++r)
+        d[t8 * dt + m8 + r] = r < rows ? sm[r * w.m_stride + t8 * w.t_stride] : 0.0f;
   }
 }
 
@@ -245,7 +231,7 @@ PYNN_TARGET_AVX512F void pack_block_by_channel(const ConvWeightSource& w, const 
   for (int64_t t = 0; t < taps; ++t)
     for (int64_t m8 = 0; m8 < kNr; m8 += 8) {
       const int64_t rows = std::clamp<int64_t>(mn - m8, 0, 8);
-      const float* sm = s + m8 * w.m_stride + w.tap(t);
+      const float* sm = s + m8 * w.m_stride + t * w.t_stride;
       for (int64_t c8 = 0; c8 < kCb; c8 += 8) {
         float* dc = d + (t * kCb + c8) * kNr + m8;
         if (c8 + 8 <= cn) {
@@ -273,7 +259,7 @@ void pack_panel(const Conv2dGeom& g, const Plan& p, const ConvWeightSource& w, i
       for (int64_t t = 0; t < p.taps; ++t)
         for (int64_t c = 0; c < kCb; ++c) {
           float* dr = d + (t * kCb + c) * kNr;
-          if (c < cn) std::copy_n(s + c * w.c_stride + w.tap(t), mn, dr);
+          if (c < cn) std::copy_n(s + c * w.c_stride + t * w.t_stride, mn, dr);
           std::fill(dr + (c < cn ? mn : 0), dr + kNr, 0.0f);
         }
     } else if (w.c_stride == 1) {
@@ -588,9 +574,9 @@ PYNN_TARGET_AVX512F void unpack_block(const float* block, int64_t mn, int64_t kn
 // input channels (their output channels m) are an 8 x KH*KW block of consecutive floats: 8 x 8
 // register transposes turn its taps into rows of 8 channels, and each goes to its phase's
 // slice, at[tap] (tap kh * KW + kw of g, null for a phase with no inputs), at that phase's
-// index of the tap. Packed phase by phase, each phase's taps took a gather per tap and 8
-// channels (pack_channel), 16% of a 14 x 14 layer's time; packed for all phases into one
-// buffer ahead of the items, the weights went through memory twice (8%).
+// index of the tap. Packed phase by phase, a gather per tap and 8 channels took 16% of a
+// 14 x 14 layer's time; packed for all phases into one buffer ahead of the items, the weights
+// went through memory twice (8%).
 PYNN_TARGET_AVX512F void pack_phase_block(const Conv2dGeom& g, const float* w, int64_t gi,
                                           int64_t j, int64_t cb, float* const* at) {
   const int64_t kk = g.KH * g.KW, size = g.Cout * g.kcol;
@@ -803,12 +789,9 @@ void run_jobs(const std::deque<BlockedJob>& jobs, Pack&& pack) {
       acc_at[i + 1] = acc_at[i] + (kblocks > 1 ? (t1[i] - t0[i]) * kTile : 0);
     }
     // this thread's panel slices, then its accumulators
-    thread_local std::vector<float> buf;
+    thread_local cpu::AlignedBuffer buf;
     const int64_t b_elems = kcb * w_cb;
-    const size_t need = static_cast<size_t>(b_elems + std::max(acc_at.back(), kTile) + 16);
-    if (buf.size() < need) buf.resize(need);
-    float* const B = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64 /
-                                      sizeof(float);
+    float* const B = buf.get<float>(static_cast<size_t>(b_elems + std::max(acc_at.back(), kTile)));
     float* const acc = B + b_elems;
     std::vector<float*> slices(jobs.size());
     std::vector<std::optional<TapClasses>> across(jobs.size());
@@ -838,7 +821,6 @@ bool blocked_applies(const Conv2dGeom& g, bool any_positions) {
   if (g.KH * g.KW == 1 && g.P > kMaxPointwisePositions && !any_positions) return false;
   if (g.cin_g < kCb || round_up(g.cin_g, kCb) * 7 > g.cin_g * 8) return false;
   if (g.cout_g < kNr || round_up(g.cout_g, kNr) * 7 > g.cout_g * 8) return false;
-  if (g.kcol > (int64_t(1) << 27)) return false;  // pack_channel gathers at 32-bit offsets
   const char* env = std::getenv("PYNN_CONV_BLOCKED");
   if (env != nullptr && std::strcmp(env, "0") == 0) return false;
   return gemm_selects_avx512() && conv2d_direct_enabled();
@@ -855,7 +837,7 @@ bool conv2d_blocked_applies(const Conv2dGeom& g) { return blocked_applies(g, fal
 void conv2d_blocked_forward(const Conv2dGeom& g, const float* x, const float* w, const float* b,
                             float* y) {
 #if PYNN_BLOCKED_X86
-  const ConvWeightSource ws{w, g.cout_g * g.kcol, g.kcol, g.KH * g.KW, g.KW, 1, g.KW};
+  const ConvWeightSource ws{w, g.cout_g * g.kcol, g.kcol, g.KH * g.KW, 1};
   const CallScratch xb(copy_elems(g));
   std::deque<BlockedJob> jobs;
   jobs.emplace_back(g, x, xb.data(), ConvOutput{y, g.P, g.OW, 1}, b);
@@ -934,13 +916,11 @@ void conv2d_blocked_backward_input(const Conv2dGeom& g, const float* gy, const f
                       nullptr);
     taken += copy_elems(t);
   }
-  if (jobs.size() == 1) {
-    // At stride 1 (or with one phase) the taps run one float apart, back to front: the
-    // forward's packing, by 8 x 8 transposes of 8 taps. t's output channel m is g's input
-    // channel, its input channel c g's output channel.
-    const ConvInputGradPhase& f = phases.front().first;
-    const ConvWeightSource ws{w + f.tap0, g.cout_g * g.kcol, g.KH * g.KW, g.kcol, f.tap_row,
-                              f.tap_col, f.geom.KW};
+  if (g.sh == 1 && g.sw == 1) {
+    // One phase, every tap, one float apart back to front: the forward's packing, by 8 x 8
+    // transposes of 8 taps. t's output channel m is g's input channel, its input channel c g's
+    // output channel.
+    const ConvWeightSource ws{w + (g.KH * g.KW - 1), g.cout_g * g.kcol, g.KH * g.KW, g.kcol, -1};
     run_jobs(jobs, [&](int64_t gi, int64_t j, int64_t cb0, int64_t ncb, float* const* slices) {
       pack_panel(jobs.front().g, jobs.front().p, ws, gi, j, cb0, ncb, slices[0]);
     });
@@ -997,10 +977,8 @@ void conv2d_blocked_backward_weight(const Conv2dGeom& g, const float* gy, const 
     const int64_t gi = it / (p.cblocks * p.panels);
     const int64_t m0 = j * kNr, mn = std::min(kNr, g.cout_g - m0);
     const int64_t c0 = cb * kCb, cn = std::min(kCb, g.cin_g - c0);
-    thread_local std::vector<float> buf;
-    if (buf.size() < static_cast<size_t>(p.w_cb + 16)) buf.resize(static_cast<size_t>(p.w_cb + 16));
-    float* block = buf.data();
-    block += (64 - reinterpret_cast<uintptr_t>(block) % 64) % 64 / sizeof(float);
+    thread_local cpu::AlignedBuffer buf;
+    float* const block = buf.get<float>(static_cast<size_t>(p.w_cb));
     // channels c0 .. c0 + 15 of group gi, in place or in xb
     const WeightInput xin =
         in_place ? WeightInput{x + (gi * g.cin_g + c0) * g.HW, g.HW, g.C * g.HW, g.sh * g.W, g.sw}
