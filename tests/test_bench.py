@@ -2,6 +2,7 @@
 error rows, CSV/markdown/charts, network cases and the GPU check's dry run. No timing is asserted:
 where a number is checked, the clock is a fake one the test controls."""
 import csv
+import importlib.util
 import math
 import os
 import subprocess
@@ -469,3 +470,46 @@ def test_ab_rejects_a_folder_without_a_build_and_an_unknown_case(tmp_path):
     build = Path(F.__file__).resolve().parents[1]
     out = _ab(build, build, "--cases", "nosuchcase")
     assert out.returncode != 0 and "no case starts with 'nosuchcase'" in out.stderr
+
+
+# ---- benchmarks/cell_floor.py: the LSTMCell loop's cost outside the cell ----
+
+def _cell_floor_module():
+    spec = importlib.util.spec_from_file_location("cell_floor",
+                                                  ROOT / "benchmarks" / "cell_floor.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cell_floor_cell_gives_autograd_the_work_of_a_real_cell():
+    """The floor is only a floor if autograd does for the no-math cell what it does for a real
+    one: a gradient of every input's shape reaches x and all four parameters, and the outputs
+    have LSTMCell's shapes."""
+    mod = _cell_floor_module()
+    cells = mod.make_cells(5, 7)
+    x = torch.randn(3, 2, 5, requires_grad=True)
+    h0 = torch.zeros(2, 7)
+    floor, real = cells["floor"], cells["torch"]
+    for cell in (floor, real):
+        h, c = cell(x[0], (h0, h0))
+        assert h.shape == c.shape == (2, 7)
+    mod.loop(floor, x, h0, backward=True)()
+    assert x.grad is not None and x.grad.shape == x.shape
+    for p in floor.ref.parameters():
+        assert p.grad is not None and p.grad.shape == p.shape
+    with torch.no_grad():
+        h, c = floor(x[0], (h0, h0))
+    assert h.shape == (2, 7) and h.grad_fn is None
+
+
+def test_cell_floor_runs_and_reports_every_loop():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cell_floor.py"), "--steps",
+                          "2", "--rounds", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [s for s in out.stdout.splitlines() if s.startswith("| T2 ")]
+    assert len(rows) == 4, out.stdout
+    for row in rows:
+        cells = [s.strip() for s in row.strip("|").split("|")]
+        assert all(float(v) > 0 for v in (cells[2], cells[3], cells[4])), row
