@@ -15,6 +15,7 @@
 #include "cpu/conv_direct.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -37,6 +38,14 @@ namespace {
 constexpr int64_t kMaxChannels = 16;
 constexpr int64_t kMaxKW = 7;
 constexpr int kOcBlock = 8;  // output channels per row_conv pass
+
+// A read-prefetch of the line `ahead` floats past p: the address is formed as an integer, so a
+// fetch past the end of the array (harmless to the hardware) forms no out-of-range pointer.
+inline void prefetch_ahead(const float* p, int64_t ahead) {
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) +
+                                                   static_cast<uintptr_t>(ahead) * sizeof(float)),
+                     0, 3);
+}
 
 // Stride and dilation are 1 on this path, so the far paddings follow from the sizes.
 int64_t pad_bottom(const Conv2dGeom& g) { return g.OH + g.KH - 1 - g.H - g.pt; }
@@ -237,6 +246,12 @@ PYNN_TARGET_AVX512F void chan_block(const Conv2dGeom& g, const float* x, const f
         __m512 wv[NV];
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
+        // The weights (93 KB for AlexNet's first layer) stream through L1 once per block of R
+        // positions. Fetching them 8 taps ahead cut that layer by 4.5% on a 2-core Xeon (one
+        // process, 17 of 21 rounds, twice); 4, 16 and 32 taps gained 2-3%. Splitting the
+        // input channels into passes whose weights fit in L1 lost 3%.
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) prefetch_ahead(wk, 16 * v + 8 * Cout);
         const float* xr = row + kw * dw;
 #pragma GCC unroll 24
         for (int r = 0; r < R; ++r) {
