@@ -88,6 +88,20 @@ def _lstm_train(I, H, **kw):
     return make
 
 
+def _linear(M, K, N, train=False):
+    """F.linear (a GEMM with the weight transposed, plus the bias); train: forward and the
+    input, weight and bias gradients."""
+    def make(lib):
+        x, w, b = (torch.randn(M, K, requires_grad=train), torch.randn(N, K, requires_grad=train),
+                   torch.randn(N, requires_grad=train))
+        linear = TF.linear if lib is None else lib.functional.linear
+        if not train:
+            return lambda: linear(x, w, b)
+        g = torch.randn(M, N)
+        return lambda: torch.autograd.grad(linear(x, w, b), (x, w, b), g)
+    return make
+
+
 # name: (builder taking the pynn package, or None for torch; calls per block)
 CASES = {
     "conv3x3_56": (_conv((8, 64, 56, 56), (64, 64, 3, 3), padding=1), 10),
@@ -111,6 +125,11 @@ CASES = {
     "gw3x3s2_56": (_conv_weight_grad((4, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1), 5),
     "gw3x3s2_14": (_conv_weight_grad((4, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1),
                    5),
+    # the benchmark's linear shapes: 2048-wide at batch 256, and a small layer
+    "linear_2048": (_linear(256, 2048, 2048), 5),
+    "linear_2048_train": (_linear(256, 2048, 2048, train=True), 2),
+    "linear_32": (_linear(32, 128, 256), 200),
+    "linear_32_train": (_linear(32, 128, 256, train=True), 100),
     "lstm_128": (_lstm(128, 256), 2),
     "lstm_256": (_lstm(256, 256), 2),
     "lstm_2layer_bi": (_lstm(128, 256, num_layers=2, bidirectional=True), 1),
