@@ -452,9 +452,9 @@ def test_ab_runs_two_builds_and_torch_side_by_side():
 
 def test_ab_gradient_cases_run_on_both_libraries():
     """The cases that time a backward (an input gradient, a weight gradient, an LSTM's whole
-    backward) build and run with pynn's copies and with torch alike."""
+    backward, a linear layer's three gradients) build and run with pynn's copies and with torch alike."""
     build = Path(F.__file__).resolve().parents[1]
-    names = ("gx3x3s2_14", "gw3x3s2_14", "lstm_128_train")
+    names = ("gx3x3s2_14", "gw3x3s2_14", "lstm_128_train", "linear_32_train")
     out = _ab(build, build, "--cases", ",".join(names), "--rounds", "1", "--threads", "1")
     assert out.returncode == 0, out.stderr[-2000:]
     for name in names:
