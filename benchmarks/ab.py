@@ -102,6 +102,23 @@ def _linear(M, K, N, train=False):
     return make
 
 
+def _batch_norm(shape, train=False):
+    """A BatchNorm layer: eval under no_grad, or train mode with the input and parameter
+    gradients (the per-call cost of the layer as well as its kernels)."""
+    def make(lib):
+        nn = torch.nn if lib is None else lib.nn
+        m = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(shape[1]).train(train)
+        x = torch.randn(shape, requires_grad=train)
+        if not train:
+            def run():
+                with torch.no_grad():
+                    m(x)
+            return run
+        g = torch.randn(shape)
+        return lambda: torch.autograd.grad(m(x), (x, m.weight, m.bias), g)
+    return make
+
+
 # name: (builder taking the pynn package, or None for torch; calls per block)
 CASES = {
     "conv3x3_56": (_conv((8, 64, 56, 56), (64, 64, 3, 3), padding=1), 10),
@@ -130,6 +147,11 @@ CASES = {
     "linear_2048_train": (_linear(256, 2048, 2048, train=True), 2),
     "linear_32": (_linear(32, 128, 256), 200),
     "linear_32_train": (_linear(32, 128, 256, train=True), 100),
+    # BatchNorm: a small layer (per-call cost), ResNet-50's at batch 2, a ResNet-18 training one
+    "bn1d_eval_32x64": (_batch_norm((32, 64)), 200),
+    "bn2d_eval_14": (_batch_norm((2, 1024, 14, 14)), 20),
+    "bn2d_eval_56": (_batch_norm((2, 256, 56, 56)), 10),
+    "bn2d_train_56": (_batch_norm((4, 64, 56, 56), train=True), 5),
     "lstm_128": (_lstm(128, 256), 2),
     "lstm_256": (_lstm(256, 256), 2),
     "lstm_2layer_bi": (_lstm(128, 256, num_layers=2, bidirectional=True), 1),
