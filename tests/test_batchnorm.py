@@ -402,6 +402,12 @@ def test_layer_rank_checks():
                             torch.ones(3, dtype=torch.float64, device=d)), TypeError, "running_mean"),
     (lambda d: F.batch_norm(torch.randn(4, 3, device=d), None, None, [1.0, 2.0, 3.0], training=True),
      TypeError, "weight must be a Tensor"),
+    # a channel vector neither on the CPU nor on a GPU (the vectors' fast path takes neither)
+    (lambda d: F.batch_norm(torch.randn(4, 3, device=d), None, None, torch.ones(3, device="meta"),
+                            training=True), RuntimeError, "expected all tensors on one device"),
+    (lambda d: F.batch_norm(torch.randn(4, 3, device=d), None, None, None,
+                            torch.ones(3, dtype=torch.float64, device=d), training=True),
+     TypeError, "bias is torch.float64"),
     (lambda d: F.batch_norm("x", None, None, training=True), TypeError, "input must be a Tensor"),
 ])
 def test_bad_input(call, exc, match, device):

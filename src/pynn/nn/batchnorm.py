@@ -88,10 +88,12 @@ class _BatchNorm(torch.nn.Module):
             factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
                       else self.momentum)
         # Batch statistics in training, and in eval when there are no running statistics.
-        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        # (Each buffer and parameter read goes through Module.__getattr__: once each.)
+        running_mean, running_var = self.running_mean, self.running_var
+        use_batch = self.training or (running_mean is None and running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None,
-                            self.running_var if track else None, self.weight, self.bias,
+        return F.batch_norm(input, running_mean if track else None,
+                            running_var if track else None, self.weight, self.bias,
                             use_batch, factor, self.eps)
 
 

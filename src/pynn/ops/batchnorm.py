@@ -32,13 +32,20 @@ def _empty_ncp(ref: torch.Tensor):
         return out, out.view(shape3)
 
 
-def _workspace(x3: torch.Tensor) -> torch.Tensor:
-    """float64 scratch for the CUDA reductions: C * (3 * S + 2) for S splits per channel."""
+# The CPU kernels take no workspace: one empty view, made once.
+_NO_WORKSPACE = torch.empty(0, dtype=torch.float64)
+_NO_WORKSPACE_VIEW = B.view(_NO_WORKSPACE)
+
+
+def _workspace_view(x3: torch.Tensor):
+    """(tensor, view) of the float64 scratch for the CUDA reductions: C * (3 * S + 2) for S
+    splits per channel; the tensor must outlive the launch that reads the view."""
     if not x3.is_cuda:
-        return torch.empty(0, dtype=torch.float64)
+        return _NO_WORKSPACE, _NO_WORKSPACE_VIEW
     n, c, p = x3.shape
     splits = max(1, min(_MAX_SPLITS, (n * p) // _ELEMS_PER_SPLIT))
-    return torch.empty(c * (3 * splits + 2), dtype=torch.float64, device=x3.device)
+    ws = torch.empty(c * (3 * splits + 2), dtype=torch.float64, device=x3.device)
+    return ws, B.view(ws)
 
 
 def _opt(t):
@@ -54,9 +61,10 @@ class BatchNormFunction(torch.autograd.Function):
         c = input.shape[1]
         save_mean = torch.empty(c, dtype=torch.float64, device=input.device)
         save_invstd = torch.empty(c, dtype=torch.float64, device=input.device)
+        ws, vws = _workspace_view(x3)
         B.launch("batch_norm_forward", x3, B.view(x3), _opt(weight), _opt(bias), _opt(running_mean),
-                 _opt(running_var), B.view(out3), B.view(save_mean), B.view(save_invstd),
-                 B.view(_workspace(x3)), bool(training), float(momentum), float(eps))
+                 _opt(running_var), B.view(out3), B.view(save_mean), B.view(save_invstd), vws,
+                 bool(training), float(momentum), float(eps))
         ctx.training = bool(training)
         ctx.save_for_backward(x3, weight, save_mean, save_invstd)
         ctx.mark_non_differentiable(save_mean, save_invstd)
@@ -76,15 +84,23 @@ class BatchNormFunction(torch.autograd.Function):
             grad_weight = torch.empty(c, dtype=x3.dtype, device=x3.device)
         if need_b:
             grad_bias = torch.empty(c, dtype=x3.dtype, device=x3.device)
+        ws, vws = _workspace_view(x3)
         B.launch("batch_norm_backward", x3, B.view(g3), B.view(x3), _opt(weight),
                  B.view(save_mean), B.view(save_invstd), _opt(gi3), _opt(grad_weight),
-                 _opt(grad_bias), B.view(_workspace(x3)), ctx.training)
+                 _opt(grad_bias), vws, ctx.training)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
 def _channel_vector(t, name: str, input: torch.Tensor):
     if t is None:
         return None
+    # The usual vector, 1-D with C entries beside the input, in one test: the checks below
+    # cost about 2 us a vector, and a layer passes four.
+    if (isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] == input.shape[1]
+            and t.dtype == input.dtype
+            and ((t.is_cpu and input.is_cpu)
+                 or (t.is_cuda and input.is_cuda and t.get_device() == input.get_device()))):
+        return t
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{_OP}: {name} must be a Tensor or None, got {type(t).__name__}")
     c = input.shape[1]
