@@ -119,6 +119,22 @@ def _batch_norm(shape, train=False):
     return make
 
 
+def _lstm_cell_loop(B, I, H):
+    """100 steps of LSTMCell driven from Python under no_grad (the benchmark's lstm_cell_loop)."""
+    def make(lib):
+        torch.manual_seed(0)
+        cell = (torch.nn if lib is None else lib.nn).LSTMCell(I, H)
+        x, h0 = torch.randn(100, B, I), torch.zeros(B, H)
+
+        def run():
+            with torch.no_grad():
+                h, c = h0, h0
+                for t in range(100):
+                    h, c = cell(x[t], (h, c))
+        return run
+    return make
+
+
 # name: (builder taking the pynn package, or None for torch; calls per block)
 CASES = {
     "conv3x3_56": (_conv((8, 64, 56, 56), (64, 64, 3, 3), padding=1), 10),
@@ -156,6 +172,8 @@ CASES = {
     "lstm_256": (_lstm(256, 256), 2),
     "lstm_2layer_bi": (_lstm(128, 256, num_layers=2, bidirectional=True), 1),
     "lstm_128_train": (_lstm_train(128, 256), 1),
+    "lstmcell_32": (_lstm_cell_loop(32, 128, 256), 2),
+    "lstmcell_4": (_lstm_cell_loop(4, 32, 64), 5),
 }
 
 
