@@ -165,9 +165,11 @@ CASES = {
     "linear_32_train": (_linear(32, 128, 256, train=True), 100),
     # BatchNorm: a small layer (per-call cost), ResNet-50's at batch 2, a ResNet-18 training one
     "bn1d_eval_32x64": (_batch_norm((32, 64)), 200),
+    "bn2d_eval_7": (_batch_norm((2, 2048, 7, 7)), 20),
     "bn2d_eval_14": (_batch_norm((2, 1024, 14, 14)), 20),
     "bn2d_eval_56": (_batch_norm((2, 256, 56, 56)), 10),
     "bn2d_train_56": (_batch_norm((4, 64, 56, 56), train=True), 5),
+    "bn2d_train_7": (_batch_norm((4, 512, 7, 7), train=True), 20),
     "lstm_128": (_lstm(128, 256), 2),
     "lstm_256": (_lstm(256, 256), 2),
     "lstm_2layer_bi": (_lstm(128, 256, num_layers=2, bidirectional=True), 1),

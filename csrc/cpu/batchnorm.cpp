@@ -123,6 +123,32 @@ PYNN_CPU_MULTIVERSION void train_stats(const BnMoments* __restrict mom, int64_t 
   }
 }
 
+// The eval statistics and the forward coefficients of C channels, likewise vectorised per ISA:
+// as scalar x86-64 code these two loops took 5.7 ns a channel, 12 us of a 2 x 2048 x 7 x 7
+// BatchNorm2d whose normalisation itself took less (ResNet-50's last stage).
+template <class T>
+PYNN_CPU_MULTIVERSION void eval_stats(const T* __restrict rm, int64_t rm_s, const T* __restrict rv,
+                                     int64_t rv_s, int64_t C, double eps, double* __restrict mean,
+                                     double* __restrict invstd) {
+  for (int64_t c = 0; c < C; ++c) {
+    const BnStats s = bn_eval_stats(static_cast<double>(rm[c * rm_s]),
+                                    static_cast<double>(rv[c * rv_s]), eps);
+    mean[c] = s.mean;
+    invstd[c] = s.invstd;
+  }
+}
+
+// w / b null: 1 and 0 (strides then unused).
+template <class T>
+PYNN_CPU_MULTIVERSION void forward_coeffs(const double* __restrict mean,
+                                         const double* __restrict invstd, const T* w, int64_t w_s,
+                                         const T* b, int64_t b_s, int64_t C,
+                                         BnForwardCoeffs<T>* __restrict k) {
+  for (int64_t c = 0; c < C; ++c)
+    k[c] = bn_forward_coeffs<T>(BnStats{mean[c], invstd[c]}, w ? w + c * w_s : nullptr,
+                                b ? b + c * b_s : nullptr);
+}
+
 // Moments of n contiguous values: mean, then squared deviations from it.
 template <class T>
 PYNN_CPU_MULTIVERSION BnMoments run_moments(const T* __restrict x, int64_t n) {
@@ -176,16 +202,42 @@ PYNN_CPU_MULTIVERSION void run_grad_sums(const T* __restrict dy, const T* __rest
   sum_dy_xmu += sb;
 }
 
+// Planar layouts: planes [i0, i1) of the N x C planes (n, c), i = n * C + c, each P contiguous
+// values (plane (n, c) of a tensor at n * stride_n + c * stride_c). One call walks the whole
+// range: a call per plane, with a division for its (n, c), cost a 7 x 7 plane (ResNet-50's last
+// stage) most of its time.
+struct Planes {
+  int64_t i0, i1, C, P;
+};
+
 template <class T>
-PYNN_CPU_MULTIVERSION void run_forward(const T* __restrict x, T* __restrict y, int64_t n,
-                                      BnForwardCoeffs<T> k) {
-  for (int64_t i = 0; i < n; ++i) y[i] = bn_forward(x[i], k);
+PYNN_CPU_MULTIVERSION void planes_forward(Planes r, const T* __restrict x, int64_t xn, int64_t xc,
+                                         T* __restrict y, int64_t yn, int64_t yc,
+                                         const BnForwardCoeffs<T>* __restrict k) {
+  int64_t n = r.i0 / r.C, c = r.i0 % r.C;
+  for (int64_t i = r.i0; i < r.i1; ++i) {
+    const BnForwardCoeffs<T> kc = k[c];
+    const T* __restrict xs = x + n * xn + c * xc;
+    T* __restrict ys = y + n * yn + c * yc;
+    for (int64_t p = 0; p < r.P; ++p) ys[p] = bn_forward(xs[p], kc);
+    if (++c == r.C) c = 0, ++n;
+  }
 }
 
 template <class T>
-PYNN_CPU_MULTIVERSION void run_backward(const T* __restrict dy, const T* __restrict x,
-                                       T* __restrict dx, int64_t n, BnBackwardCoeffs<T> k) {
-  for (int64_t i = 0; i < n; ++i) dx[i] = bn_backward_input(dy[i], x[i], k);
+PYNN_CPU_MULTIVERSION void planes_backward(Planes r, const T* __restrict dy, int64_t gn,
+                                          int64_t gc, const T* __restrict x, int64_t xn,
+                                          int64_t xc, T* __restrict dx, int64_t dn, int64_t dc,
+                                          const BnBackwardCoeffs<T>* __restrict k) {
+  int64_t n = r.i0 / r.C, c = r.i0 % r.C;
+  for (int64_t i = r.i0; i < r.i1; ++i) {
+    const BnBackwardCoeffs<T> kc = k[c];
+    const T* __restrict gs = dy + n * gn + c * gc;
+    const T* __restrict xs = x + n * xn + c * xc;
+    T* __restrict ds = dx + n * dn + c * dc;
+    for (int64_t p = 0; p < r.P; ++p) ds[p] = bn_backward_input(gs[p], xs[p], kc);
+    if (++c == r.C) c = 0, ++n;
+  }
 }
 
 // Interleaved rows: a run of `rows` rows (r-th at base + r * row stride), channels along a
@@ -452,19 +504,12 @@ void batch_norm_forward_cpu(const TensorView& input, const OptView& weight, cons
                                rv ? rv + c * running_var->stride(0) : nullptr, mom[size_t(c)],
                                momentum);
     } else {
-      for (int64_t c = 0; c < C; ++c) {
-        const BnStats s = bn_eval_stats(static_cast<double>(rm[c * running_mean->stride(0)]),
-                                        static_cast<double>(rv[c * running_var->stride(0)]), eps);
-        smean[c] = s.mean;
-        sinv[c] = s.invstd;
-      }
+      eval_stats(rm, running_mean->stride(0), rv, running_var->stride(0), C, eps, smean, sinv);
     }
     if (input.numel() == 0) return;
     std::vector<BnForwardCoeffs<T>> k(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c)
-      k[size_t(c)] = bn_forward_coeffs<T>(BnStats{smean[c], sinv[c]},
-                                          w ? w + c * weight->stride(0) : nullptr,
-                                          b ? b + c * bias->stride(0) : nullptr);
+    forward_coeffs(smean, sinv, w, w ? weight->stride(0) : 0, b, b ? bias->stride(0) : 0, C,
+                   k.data());
     const T* x = input.ptr<T>();
     T* y = output.ptr<T>();
     const int64_t N = l.N, P = l.P;
@@ -472,10 +517,7 @@ void batch_norm_forward_cpu(const TensorView& input, const OptView& weight, cons
     const int64_t yn = output.stride(0), yc = output.stride(1), yp = output.stride(2);
     if (l.planar) {
       parallel_for(0, N * C, grain_for(P), [&](int64_t b0, int64_t b1) {
-        for (int64_t i = b0; i < b1; ++i) {
-          const int64_t n = i / C, c = i % C;
-          run_forward(x + n * xn + c * xc, y + n * yn + c * yc, P, k[size_t(c)]);
-        }
+        planes_forward(Planes{b0, b1, C, P}, x, xn, xc, y, yn, yc, k.data());
       });
       return;
     }
@@ -551,11 +593,7 @@ void batch_norm_backward_cpu(const TensorView& grad_output, const TensorView& in
                   dp = grad_input->stride(2);
     if (l.planar) {
       parallel_for(0, N * C, grain_for(P), [&](int64_t b0, int64_t b1) {
-        for (int64_t i = b0; i < b1; ++i) {
-          const int64_t n = i / C, c = i % C;
-          run_backward(dy + n * gn + c * gc, x + n * xn + c * xc, dx + n * dn + c * dc, P,
-                       k[size_t(c)]);
-        }
+        planes_backward(Planes{b0, b1, C, P}, dy, gn, gc, x, xn, xc, dx, dn, dc, k.data());
       });
       return;
     }
