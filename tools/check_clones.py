@@ -29,9 +29,12 @@ kernels have at most 12.
 
 Exits 1 on a finding, 0 otherwise (also where the build has no clones: not x86-64/GCC).
 
-The build goes to build/check-clones (RelWithDebInfo: the Release build is stripped) with the
-library in build/check-clones/lib, so the in-place build in src/pynn is left alone. It needs
-cmake, ninja, pybind11 and objdump.
+The build goes to build/check-clones with the library in build/check-clones/lib, so the in-place
+build in src/pynn is left alone. It is a Release build, as pip's: pybind11 then links with LTO,
+and under LTO GCC can allocate a kernel's registers differently (a 12 x 32 GEMM tile tried on
+2026-11-28 kept its accumulators in registers in a RelWithDebInfo build and spilled a vector of
+B in the Release one). -g gives it symbols (GCC's code does not depend on -g) and CMAKE_STRIP is
+replaced so that pybind11's strip leaves them. It needs cmake, ninja, pybind11 and objdump.
 """
 from __future__ import annotations
 
@@ -65,7 +68,8 @@ def build() -> Path:
         sys.exit("check_clones: pybind11 is needed to build (pip install pybind11)")
     lib = BUILD / "lib"
     subprocess.run(["cmake", "-S", str(ROOT), "-B", str(BUILD), "-G", "Ninja",
-                    "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DPYNN_CUDA=OFF",
+                    "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_CXX_FLAGS=-g",
+                    f"-DCMAKE_STRIP={shutil.which('true') or '/bin/true'}", "-DPYNN_CUDA=OFF",
                     f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={lib}",
                     f"-DPython_EXECUTABLE={sys.executable}",
                     f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"],
