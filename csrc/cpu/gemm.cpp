@@ -830,8 +830,11 @@ void gemm_cpu(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t a_rs
   // The grid minimises the estimated finishing time, ceil(tasks / threads) rounds of the largest
   // rectangle, counted per k as rows * cols multiply-add lanes plus rows + cols packed elements
   // at about 4 lanes each (a transposing pack moves ~4 floats per cycle, the kernel does 16
-  // lanes). Among grids within 3% of the best, the one with the most tasks (up to 4 per thread)
+  // lanes). Among grids within 3% of the best, the one with the most tasks (up to 2 per thread)
   // wins, which costs a little repacking of the smaller operand and buys the load balancing.
+  // Up to 4 per thread repacked 1-3% of the time on the Zen 4 and more on a 2-core Xeon, where
+  // 2 per thread took 4% off the 2048-wide linear layer's forward and backward and 2-3% off an
+  // LSTM's (ab.py, one process, 13 and 14 of 15 rounds).
   // A skinny M = 32 is cut along N only: every task packs the small A and its own part of B.
   int64_t threads = in_parallel_region() ? 1 : get_num_threads();
   threads = std::max<int64_t>(
@@ -839,7 +842,7 @@ void gemm_cpu(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t a_rs
   const int64_t mp = (M + pl.mr - 1) / pl.mr, np = (N + pl.nr - 1) / pl.nr;
   int64_t gm = 1, gn = 1;
   if (threads > 1) {
-    const int64_t max_tasks = 4 * threads;
+    const int64_t max_tasks = 2 * threads;
     auto cost = [&](int64_t a, int64_t b) {
       const double rows = double((mp + a - 1) / a) * pl.mr;
       const double cols = double((np + b - 1) / b) * pl.nr;
