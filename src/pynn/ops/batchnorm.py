@@ -97,9 +97,7 @@ def _channel_vector(t, name: str, input: torch.Tensor):
     # The usual vector, 1-D with C entries beside the input, in one test: the checks below
     # cost about 2 us a vector, and a layer passes four.
     if (isinstance(t, torch.Tensor) and t.dim() == 1 and t.shape[0] == input.shape[1]
-            and t.dtype == input.dtype
-            and ((t.is_cpu and input.is_cpu)
-                 or (t.is_cuda and input.is_cuda and t.get_device() == input.get_device()))):
+            and t.dtype == input.dtype and B.same_place(t, input)):
         return t
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{_OP}: {name} must be a Tensor or None, got {type(t).__name__}")
